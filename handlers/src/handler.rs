@@ -1,0 +1,72 @@
+//! The [`EventHandler`] trait.
+
+use async_trait::async_trait;
+
+use crate::event::{
+    AttemptId, RunInfo, RunSummary, TimedEvent, VariantBad, VariantFinished, VariantStarted,
+    VariantStopped,
+};
+
+/// A handler failed; the run stops rather than lose results.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// File or directory I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing CSV failed.
+    #[error("CSV output: {0}")]
+    Csv(#[from] csv::Error),
+    /// Writing JSON failed.
+    #[error("JSON output: {0}")]
+    Json(#[from] serde_json::Error),
+    /// SQLite failed.
+    #[error("SQLite output: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Anything else a custom handler wants to report.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Receives what happens in a run. Every method has a default that does nothing, so a handler
+/// implements only what it needs. Calls arrive in order from one task; a slow handler slows the
+/// run (back-pressure) instead of losing events.
+#[async_trait]
+pub trait EventHandler: Send {
+    /// A run begins.
+    async fn run_started(&mut self, _run: &RunInfo) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// An attempt at a variant begins.
+    async fn taskset_started(&mut self, _v: &VariantStarted) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// Live events of a running attempt (monitoring only: the attempt may still fail).
+    async fn events(
+        &mut self,
+        _id: &AttemptId,
+        _events: &[TimedEvent],
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// An attempt finished: the variant's result. Called exactly once per done variant.
+    async fn taskset_finished(&mut self, _v: &VariantFinished) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// An attempt stopped or failed; the variant was requeued.
+    async fn taskset_stopped(&mut self, _v: &VariantStopped) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// A variant is given up as bad. Called exactly once per bad variant.
+    async fn taskset_bad(&mut self, _v: &VariantBad) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    /// The run ended; flush and close.
+    async fn run_finished(&mut self, _summary: &RunSummary) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}

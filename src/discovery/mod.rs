@@ -1,0 +1,1 @@
+//! Host pools: CIDR ranges, probers, availability checks and re-checks with backoff.

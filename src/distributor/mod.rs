@@ -1,0 +1,1 @@
+//! The distributor: variant queue, one worker per live target, requeue, ledger, handlers.

@@ -1,0 +1,19 @@
+//! # taskdist
+//!
+//! Distribute real-time task-set variants to Genode targets (or to the built-in simulated
+//! targets) and collect every job event.
+//!
+//! Module map:
+//! - [`discovery`]: host pools from CIDR ranges, probing, re-checks with backoff.
+//! - [`target`]: the target wire protocol (codec, XML, sessions).
+//! - [`sim`]: a simulated target speaking the same protocol.
+//! - [`distributor`]: the run: queue, workers, requeue, ledger, handler fan-out.
+
+pub mod discovery;
+pub mod distributor;
+pub mod sim;
+pub mod target;
+
+pub use taskdist_handlers as handlers;
+pub use taskdist_tasksets as tasksets;
+pub use taskdist_tasksets::{AdmissionControl, Goal, Task, TaskSet};

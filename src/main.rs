@@ -1,0 +1,5 @@
+//! The `taskdist` command line.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
