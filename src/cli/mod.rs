@@ -1,0 +1,5 @@
+//! Subcommands of the `taskdist` binary. Each file holds one subcommand's clap `Args` and its
+//! `run` function; the library does the work.
+
+pub mod discover;
+pub mod sim;
