@@ -11,12 +11,41 @@ mod cli;
 #[derive(Debug, Parser)]
 #[command(name = "taskdist", version, about, long_about = None)]
 struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides both flags.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Log to standard error at the level chosen by -v/-q, unless RUST_LOG is set.
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,taskdist={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a task-set spec's variants on targets (or on --simulate N built-in simulated targets)
+    /// and write every job event.
+    Run(Box<cli::run::RunArgs>),
+    /// List catalog task-sets, result handlers and protocol dialects.
+    List(cli::list::ListArgs),
     /// Find reachable targets in address ranges (prints one address per line).
     Discover(cli::discover::DiscoverArgs),
     /// Run simulated targets on 127.0.0.x that speak the target protocol.
@@ -25,6 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +67,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
+            Command::Run(args) => cli::run::run(*args).await,
+            Command::List(args) => cli::list::run(args).await,
             Command::Discover(args) => cli::discover::run(args).await,
             Command::Sim(args) => cli::sim::run(args).await,
         }

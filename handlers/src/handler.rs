@@ -65,6 +65,11 @@ pub trait EventHandler: Send {
     async fn taskset_bad(&mut self, _v: &VariantBad) -> Result<(), HandlerError> {
         Ok(())
     }
+    /// Make everything received so far durable (written to the OS). The distributor records a
+    /// variant as done in its resume ledger only after every handler flushed it.
+    async fn flush(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
     /// The run ended; flush and close.
     async fn run_finished(&mut self, _summary: &RunSummary) -> Result<(), HandlerError> {
         Ok(())

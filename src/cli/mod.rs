@@ -2,4 +2,6 @@
 //! `run` function; the library does the work.
 
 pub mod discover;
+pub mod list;
+pub mod run;
 pub mod sim;

@@ -1,1 +1,468 @@
 //! The distributor: variant queue, one worker per live target, requeue, ledger, handlers.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use taskdist::distributor::Distributor;
+//! use taskdist::{Task, TaskSet};
+//!
+//! let mut d = Distributor::builder()
+//!     .hosts(["127.0.0.2", "127.0.0.3"])?
+//!     .port(3001)
+//!     .build()?;
+//! let mut task = Task::new(0, "hey");
+//! task.numberofjobs = 3;
+//! d.start(TaskSet::new(vec![task])?).await?;   // returns at once
+//! let summary = d.wait().await?;                  // until every variant has an outcome
+//! println!("{} done, {} bad", summary.done, summary.bad);
+//! d.close().await?;                               // sessions closed, handlers flushed
+//! # Ok(()) }
+//! ```
+//!
+//! Behaviour:
+//! - One worker task per live target, pulling the next variant from a shared [`WorkQueue`],
+//!   so an idle target always takes queued work.
+//! - A variant whose attempt times out, loses its connection or hits a target fault goes back
+//!   to the queue (requeued attempts go first); after `attempts` failures it is recorded `bad`.
+//!   The target goes back to the discovery pool (backoff), or into quarantine after
+//!   `quarantine_after` failures in a row; an optional recovery command runs first.
+//! - Results reach the handlers once per variant ([`EventHandler::taskset_finished`] or
+//!   `taskset_bad`); the ledger records a variant only after every handler flushed it, so a
+//!   resumed run neither loses nor repeats a variant.
+
+mod fanout;
+mod ledger;
+mod metrics;
+mod queue;
+mod ranges;
+mod run;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ledger::{fingerprint, Ledger, LedgerError, LEDGER_FILE};
+pub use metrics::{Metrics, MetricsSnapshot, TargetState, TargetStats};
+pub use queue::{Job, Selection, Take, WorkQueue};
+pub use ranges::RangeSet;
+pub use workload::{VariantSource, Workload};
+
+use taskdist_handlers::{EventHandler, HandlerError, RunSummary};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::{HostPool, PoolError, ProbeKind};
+use crate::target::{Binaries, Dialect, SessionConfig};
+use fanout::Fanout;
+
+/// The fingerprint that ties a ledger to a workload and selection: spec text, seed, shard
+/// and admission data (not the limit, which may grow on resume).
+pub fn run_fingerprint(workload: &Workload, selection: Selection) -> String {
+    let shard = selection
+        .shard
+        .map(|(k, n)| format!("{k}/{n}"))
+        .unwrap_or_default();
+    let admission = workload
+        .admission
+        .map(|a| a.to_xml())
+        .unwrap_or_default();
+    fingerprint(&[
+        &workload.source.text(),
+        &workload.source.seed().to_string(),
+        &shard,
+        &admission,
+    ])
+}
+
+/// Default target port of the dom0 server.
+pub const DEFAULT_PORT: u16 = 3001;
+
+/// Distributor failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DistributorError {
+    /// A host or range could not be parsed.
+    #[error(transparent)]
+    Hosts(#[from] PoolError),
+    /// No hosts were given.
+    #[error("no hosts: give at least one address or CIDR range")]
+    NoHosts,
+    /// A run is already going on.
+    #[error("a run is already in progress: call wait() or stop() first")]
+    Busy,
+    /// No run was started.
+    #[error("no run in progress: call start() first")]
+    NotStarted,
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The resume ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// An event handler failed; the run stopped so that no result is lost.
+    #[error("event handler failed: {0}")]
+    Handler(#[from] HandlerError),
+    /// A worker or the supervisor died unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Where the resume ledger lives and whether to continue an earlier run.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Output directory holding the `ledger` file.
+    pub dir: PathBuf,
+    /// Continue the run recorded there instead of starting a new one.
+    pub resume: bool,
+}
+
+/// Configuration of a distributor; build it with [`Distributor::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host ranges as given.
+    pub hosts: Vec<String>,
+    /// Target port for entries without one.
+    pub port: u16,
+    /// How hosts are checked for availability.
+    pub probe: ProbeKind,
+    /// Session settings (dialect, timeouts).
+    pub session: SessionConfig,
+    /// Binaries to send to targets.
+    pub binaries: Binaries,
+    /// Failed attempts after which a variant is `bad`.
+    pub attempts: u32,
+    /// Failures in a row after which a target is quarantined.
+    pub quarantine_after: u32,
+    /// How long a quarantined target is held out before it is re-checked.
+    pub quarantine_for: Duration,
+    /// Command run (via `sh -c`) when a target is declared dead; `{addr}`, `{ip}` and `{port}`
+    /// are replaced, and `TASKDIST_TARGET` is set. Its binaries then count as unsent.
+    pub recovery_cmd: Option<String>,
+    /// Which variants to process.
+    pub selection: Selection,
+    /// Resume ledger.
+    pub ledger: Option<LedgerConfig>,
+    /// Interval of handler flushes and ledger appends.
+    pub flush_interval: Duration,
+    /// Command line recorded in `run.json`.
+    pub command: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: Vec::new(),
+            port: DEFAULT_PORT,
+            probe: ProbeKind::default(),
+            session: SessionConfig::default(),
+            binaries: Binaries::synthetic(),
+            attempts: 3,
+            quarantine_after: 5,
+            quarantine_for: Duration::from_secs(600),
+            recovery_cmd: None,
+            selection: Selection::default(),
+            ledger: None,
+            flush_interval: Duration::from_millis(200),
+            command: Vec::new(),
+        }
+    }
+}
+
+/// Builds a [`Distributor`].
+pub struct DistributorBuilder {
+    cfg: Config,
+    handlers: Vec<Box<dyn EventHandler>>,
+}
+
+impl DistributorBuilder {
+    /// Add hosts: addresses, `host:port`, CIDR ranges (IPv4 and IPv6). Checked here, so a bad
+    /// entry is reported before anything runs.
+    pub fn hosts<I, S>(mut self, hosts: I) -> Result<Self, DistributorError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let hosts: Vec<String> = hosts.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        HostPool::parse(&hosts, self.cfg.port)?;
+        self.cfg.hosts.extend(hosts);
+        Ok(self)
+    }
+    /// Target port for entries without one (default 3001).
+    pub fn port(mut self, port: u16) -> Self {
+        self.cfg.port = port;
+        self
+    }
+    /// Protocol dialect of the targets (default v3).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.cfg.session.dialect = dialect;
+        self
+    }
+    /// Availability check (default: see [`ProbeKind`]).
+    pub fn probe(mut self, probe: ProbeKind) -> Self {
+        self.cfg.probe = probe;
+        self
+    }
+    /// Session settings (timeouts; the dialect set here is kept).
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.cfg.session = session;
+        self
+    }
+    /// Binaries sent to the targets (default: synthetic images, fine for simulated targets).
+    pub fn binaries(mut self, binaries: Binaries) -> Self {
+        self.cfg.binaries = binaries;
+        self
+    }
+    /// Add an event handler.
+    pub fn handler(mut self, h: impl EventHandler + 'static) -> Self {
+        self.handlers.push(Box::new(h));
+        self
+    }
+    /// Add a boxed event handler.
+    pub fn boxed_handler(mut self, h: Box<dyn EventHandler>) -> Self {
+        self.handlers.push(h);
+        self
+    }
+    /// Failed attempts after which a variant is recorded `bad` (default 3).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.cfg.attempts = n;
+        self
+    }
+    /// Quarantine a target after `after` failures in a row, for `hold` (default 5, 10 min).
+    pub fn quarantine(mut self, after: u32, hold: Duration) -> Self {
+        self.cfg.quarantine_after = after;
+        self.cfg.quarantine_for = hold;
+        self
+    }
+    /// Command to run when a target is declared dead (see [`Config::recovery_cmd`]).
+    pub fn recovery_cmd(mut self, cmd: impl Into<String>) -> Self {
+        self.cfg.recovery_cmd = Some(cmd.into());
+        self
+    }
+    /// Process at most `n` variants.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.cfg.selection.limit = Some(n);
+        self
+    }
+    /// Process only variants with `index % n == k`.
+    pub fn shard(mut self, k: u64, n: u64) -> Self {
+        self.cfg.selection.shard = Some((k, n));
+        self
+    }
+    /// Which variants to process (limit and shard together).
+    pub fn selection(mut self, selection: Selection) -> Self {
+        self.cfg.selection = selection;
+        self
+    }
+    /// The configuration as built so far.
+    pub fn config_ref(&self) -> &Config {
+        &self.cfg
+    }
+    /// Keep a resume ledger in `dir`; with `resume`, continue the run recorded there.
+    pub fn ledger(mut self, dir: impl Into<PathBuf>, resume: bool) -> Self {
+        self.cfg.ledger = Some(LedgerConfig {
+            dir: dir.into(),
+            resume,
+        });
+        self
+    }
+    /// Command line to record in `run.json`.
+    pub fn command(mut self, args: Vec<String>) -> Self {
+        self.cfg.command = args;
+        self
+    }
+    /// Replace the whole configuration (handlers are kept).
+    pub fn config(mut self, cfg: Config) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Check the configuration and build the distributor.
+    pub fn build(self) -> Result<Distributor, DistributorError> {
+        let cfg = self.cfg;
+        if cfg.hosts.is_empty() {
+            return Err(DistributorError::NoHosts);
+        }
+        if cfg.attempts == 0 {
+            return Err(DistributorError::Config("attempts must be at least 1".into()));
+        }
+        if let Some((k, n)) = cfg.selection.shard {
+            if n == 0 || k >= n {
+                return Err(DistributorError::Config(format!(
+                    "shard {k}/{n}: expected K/N with N >= 1 and 0 <= K < N"
+                )));
+            }
+        }
+        let pool = HostPool::parse(&cfg.hosts, cfg.port)?;
+        Ok(Distributor {
+            cfg: Arc::new(cfg),
+            pool,
+            handlers: Some(self.handlers),
+            fanout: None,
+            run: None,
+            metrics: Arc::new(Metrics::default()),
+            totals: RunSummary::default(),
+        })
+    }
+}
+
+struct ActiveRun {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<RunSummary, DistributorError>>,
+}
+
+/// Distributes task-set variants to targets and reports every event to handlers.
+pub struct Distributor {
+    cfg: Arc<Config>,
+    pool: HostPool,
+    handlers: Option<Vec<Box<dyn EventHandler>>>,
+    fanout: Option<Fanout>,
+    run: Option<ActiveRun>,
+    metrics: Arc<Metrics>,
+    totals: RunSummary,
+}
+
+impl Distributor {
+    /// Start building a distributor.
+    pub fn builder() -> DistributorBuilder {
+        DistributorBuilder {
+            cfg: Config::default(),
+            handlers: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Start distributing `workload` (a [`TaskSet`](crate::TaskSet), a spec's variant space,
+    /// or a [`Workload`]) and return at once.
+    pub async fn start(&mut self, workload: impl Into<Workload>) -> Result<(), DistributorError> {
+        let workload = workload.into();
+        if self.run.is_some() {
+            return Err(DistributorError::Busy);
+        }
+        if workload.admission.is_some() && !self.cfg.session.dialect.accepts_admission() {
+            return Err(DistributorError::Config(format!(
+                "admission-control data cannot be delivered to {} targets (only v1 has OPTIMIZE); \
+                 drop the admission data or use --dialect v1",
+                self.cfg.session.dialect
+            )));
+        }
+        if self.fanout.is_none() {
+            let handlers = self.handlers.take().unwrap_or_default();
+            self.fanout = Some(Fanout::spawn(handlers));
+        }
+        let Some(fanout) = self.fanout.as_ref() else {
+            return Err(DistributorError::Internal("handlers are closed".into()));
+        };
+        let cancel = CancellationToken::new();
+        let task = run::launch(
+            self.cfg.clone(),
+            self.pool.clone(),
+            workload,
+            fanout.sender(),
+            self.metrics.clone(),
+            cancel.clone(),
+        )?;
+        self.run = Some(ActiveRun { cancel, task });
+        Ok(())
+    }
+
+    /// Start with admission-control data (v1 targets only).
+    pub async fn start_with(
+        &mut self,
+        workload: impl Into<Workload>,
+        admission: taskdist_tasksets::AdmissionControl,
+    ) -> Result<(), DistributorError> {
+        self.start(workload.into().with_admission(admission)).await
+    }
+
+    /// Wait until every variant of the current run has an outcome.
+    pub async fn wait(&mut self) -> Result<RunSummary, DistributorError> {
+        let Some(run) = self.run.take() else {
+            return Err(DistributorError::NotStarted);
+        };
+        self.finish(run).await
+    }
+
+    /// Stop the current run: targets stop, in-flight variants go back to the queue (and stay
+    /// unrecorded in the ledger, so a resumed run does them).
+    pub async fn stop(&mut self) -> Result<RunSummary, DistributorError> {
+        let Some(run) = self.run.take() else {
+            return Err(DistributorError::NotStarted);
+        };
+        run.cancel.cancel();
+        self.finish(run).await
+    }
+
+    async fn finish(&mut self, run: ActiveRun) -> Result<RunSummary, DistributorError> {
+        let summary = run
+            .task
+            .await
+            .map_err(|e| DistributorError::Internal(format!("run task: {e}")))??;
+        self.totals.done += summary.done;
+        self.totals.bad += summary.bad;
+        self.totals.requeued += summary.requeued;
+        self.totals.events += summary.events;
+        self.totals.elapsed_s += summary.elapsed_s;
+        self.totals.interrupted |= summary.interrupted;
+        Ok(summary)
+    }
+
+    /// A token that stops the current run when cancelled (for signal handlers).
+    pub fn stop_token(&self) -> Option<CancellationToken> {
+        self.run.as_ref().map(|r| r.cancel.clone())
+    }
+
+    /// Whether a run is in progress.
+    pub fn is_running(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// Current metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Shared handle on the live metrics (for progress displays).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stop any run, report the run end to the handlers, flush and close them.
+    pub async fn close(mut self) -> Result<RunSummary, DistributorError> {
+        if let Some(run) = self.run.take() {
+            run.cancel.cancel();
+            self.finish(run).await?;
+        }
+        let totals = self.totals.clone();
+        if let Some(fanout) = self.fanout.take() {
+            fanout
+                .sender()
+                .send(fanout::Msg::RunFinished(Arc::new(totals.clone())))
+                .await?;
+            fanout.sender().flush().await?;
+            fanout.join().await?;
+        }
+        Ok(totals)
+    }
+
+    /// The targets' addresses as configured (for logs).
+    pub fn hosts(&self) -> &[String] {
+        &self.cfg.hosts
+    }
+
+    /// Address of every host in the pool, lazily.
+    pub fn pool(&self) -> &HostPool {
+        &self.pool
+    }
+}
+
+impl std::fmt::Debug for Distributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Distributor")
+            .field("hosts", &self.cfg.hosts)
+            .field("running", &self.run.is_some())
+            .finish()
+    }
+}

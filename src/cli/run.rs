@@ -1,0 +1,345 @@
+//! `taskdist run`: distribute a spec's variants to targets and write the results.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use taskdist::discovery::ProbeKind;
+use taskdist::distributor::{
+    run_fingerprint, Distributor, Ledger, Metrics, RangeSet, Selection, Workload, DEFAULT_PORT,
+};
+use taskdist::handlers::{
+    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler,
+};
+use taskdist::sim::{SimCluster, SimConfig, Speed};
+use taskdist::target::{Binaries, Dialect};
+use taskdist::tasksets::{AdmissionControl, Spec};
+
+/// Arguments of `taskdist run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Task-set spec: a catalog name (see `taskdist list tasksets`) or the path of a spec file
+    /// (TOML).
+    pub taskset: String,
+
+    /// Target hosts: addresses, host:port, or CIDR ranges such as 10.200.45.0/24 or
+    /// fd00::/120. Only these addresses are probed and contacted. Leave empty with --simulate.
+    pub hosts: Vec<String>,
+
+    /// Target TCP port for hosts given without one.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Output directory for result files and the resume ledger; must not hold an earlier run.
+    #[arg(long, default_value = "results", conflicts_with = "resume")]
+    pub out: PathBuf,
+
+    /// Continue the interrupted run in this directory (same spec, seed and shard), skipping
+    /// variants that already have an outcome.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+
+    /// Result handlers to write (repeatable).
+    #[arg(long = "handler", value_enum, default_values_t = [HandlerKind::Csv, HandlerKind::Console])]
+    pub handlers: Vec<HandlerKind>,
+
+    /// Admission-control data to send with every variant: an `<optimize>` XML document or a
+    /// TOML file with `goal` and `query_interval_ms`. Only v1 targets accept it.
+    #[arg(long, value_name = "FILE")]
+    pub admission: Option<PathBuf>,
+
+    /// Protocol dialect of the targets.
+    #[arg(long, default_value = "v3")]
+    pub dialect: Dialect,
+
+    /// Directory holding the binaries named by the tasks' `pkg` (file DIR/<pkg>). Without it,
+    /// small synthetic images are sent, which only simulated targets accept.
+    #[arg(long, value_name = "DIR")]
+    pub binaries: Option<PathBuf>,
+
+    /// How hosts are checked for availability before a session is opened.
+    #[arg(long, value_enum)]
+    pub probe: Option<ProbeKind>,
+
+    /// Failed attempts after which a variant is recorded as bad.
+    #[arg(long, default_value_t = 3)]
+    pub attempts: u32,
+
+    /// Process at most this many variants (of this shard).
+    #[arg(long)]
+    pub limit: Option<u64>,
+
+    /// Process only variants whose index % N == K, written K/N (e.g. 0/4).
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(u64, u64)>,
+
+    /// Start N simulated targets on 127.0.0.2, 127.0.0.3, ... in this process and use them
+    /// (instead of HOSTS).
+    #[arg(long, value_name = "N")]
+    pub simulate: Option<usize>,
+
+    /// Speed of the simulated targets: `fast` (as fast as possible), `realtime`, or a factor
+    /// such as `10` (ten times real time).
+    #[arg(long, default_value = "fast", value_name = "SPEED")]
+    pub sim_speed: String,
+
+    /// Command run when a target is declared dead, e.g. to restart its QEMU; `{addr}`, `{ip}`
+    /// and `{port}` are replaced.
+    #[arg(long, value_name = "CMD")]
+    pub recovery_cmd: Option<String>,
+
+    /// Seconds without any sign of life before an attempt counts as timed out, on top of the
+    /// time the task-set itself needs.
+    #[arg(long, default_value_t = 40, value_name = "SECONDS")]
+    pub silence: u64,
+}
+
+/// Result handlers selectable on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HandlerKind {
+    /// events.csv, jobs.csv, variants.csv, tasks.csv and run.json in the output directory.
+    Csv,
+    /// events.jsonl in the output directory.
+    Jsonl,
+    /// results.sqlite in the output directory.
+    Sqlite,
+    /// A summary on standard error at the end.
+    Console,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected K/N such as 0/4, found {s:?}"))?;
+    let k: u64 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard {s:?}: K must be a whole number"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard {s:?}: N must be a whole number"))?;
+    if n == 0 || k >= n {
+        return Err(format!("shard {s:?}: expected 0 <= K < N"));
+    }
+    Ok((k, n))
+}
+
+fn parse_speed(s: &str) -> anyhow::Result<Speed> {
+    match s {
+        "fast" => Ok(Speed::AsFastAsPossible),
+        "realtime" => Ok(Speed::RealTime),
+        other => match other.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => bail!("--sim-speed {other:?}: expected fast, realtime or a positive factor such as 10"),
+        },
+    }
+}
+
+fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read admission file {}", path.display()))?;
+    if text.trim_start().starts_with('<') {
+        AdmissionControl::from_xml(&text)
+            .with_context(|| format!("admission file {}: expected an <optimize> document", path.display()))
+    } else {
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "admission file {}: expected TOML with goal = \"fairness\"|\"utilization\"|\"none\" and query_interval_ms",
+                path.display()
+            )
+        })
+    }
+}
+
+/// Run `taskdist run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = Spec::load(&args.taskset)?;
+    let mut workload = Workload::new(spec.clone());
+    workload.admission = spec.admission();
+    if let Some(path) = &args.admission {
+        workload.admission = Some(load_admission(path)?);
+    }
+    let selection = Selection {
+        limit: args.limit,
+        shard: args.shard,
+    };
+    if args.simulate.is_some() && !args.hosts.is_empty() {
+        bail!("give either HOSTS or --simulate N, not both");
+    }
+    let (out, resume) = match &args.resume {
+        Some(dir) => (dir.clone(), true),
+        None => (args.out.clone(), false),
+    };
+
+    // Simulated targets, if asked for.
+    let mut cluster = None;
+    let mut hosts = args.hosts.clone();
+    let mut port = args.port;
+    if let Some(n) = args.simulate {
+        if n == 0 || n > 250 {
+            bail!("--simulate {n}: expected 1 to 250 simulated targets");
+        }
+        let speed = parse_speed(&args.sim_speed)?;
+        let cfg = SimConfig {
+            dialect: args.dialect,
+            speed,
+            ..SimConfig::default()
+        };
+        let c = SimCluster::start(n, std::net::Ipv4Addr::new(127, 0, 0, 2), 0, cfg)
+            .await
+            .context("cannot start the simulated targets")?;
+        hosts = c.addrs().iter().map(|a| a.to_string()).collect();
+        port = c.addrs()[0].port();
+        cluster = Some(c);
+    }
+    if hosts.is_empty() {
+        bail!("no targets: give HOSTS (addresses or CIDR ranges) or --simulate N");
+    }
+
+    // On resume, the result files keep only rows of variants the ledger records as done.
+    let done = if resume {
+        let fp = run_fingerprint(&workload, selection);
+        let (_, done) = Ledger::resume(&out, &fp)?;
+        done
+    } else {
+        RangeSet::default()
+    };
+    let is_done = |i: u64| done.contains(i);
+
+    let binaries = match &args.binaries {
+        Some(dir) => Binaries::from_dir(dir)?,
+        None => Binaries::synthetic(),
+    };
+
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let mut builder = Distributor::builder()
+        .port(port)
+        .hosts(&hosts)?
+        .dialect(args.dialect)
+        .binaries(binaries)
+        .attempts(args.attempts)
+        .ledger(&out, resume)
+        .command(std::env::args().collect());
+    let mut session = builder.config_ref().session.clone();
+    session.silence_margin = Duration::from_secs(args.silence);
+    builder = builder.session(session);
+    if let Some(p) = args.probe {
+        builder = builder.probe(p);
+    } else if cluster.is_some() {
+        builder = builder.probe(ProbeKind::Tcp);
+    }
+    builder = builder.selection(selection);
+    if let Some(cmd) = &args.recovery_cmd {
+        builder = builder.recovery_cmd(cmd.clone());
+    }
+    let mut kinds = args.handlers.clone();
+    kinds.dedup();
+    for kind in &kinds {
+        let h: Box<dyn EventHandler> = match (kind, resume) {
+            (HandlerKind::Csv, false) => Box::new(CsvHandler::create(&out)?),
+            (HandlerKind::Csv, true) => Box::new(CsvHandler::resume(&out, &is_done)?),
+            (HandlerKind::Jsonl, false) => Box::new(JsonlHandler::create(&out)?),
+            (HandlerKind::Jsonl, true) => Box::new(JsonlHandler::resume(&out, &is_done)?),
+            (HandlerKind::Sqlite, false) => Box::new(SqliteHandler::create(&out)?),
+            (HandlerKind::Sqlite, true) => Box::new(SqliteHandler::resume(&out, &is_done)?),
+            (HandlerKind::Console, _) => Box::new(ConsoleHandler::stderr()),
+        };
+        builder = builder.boxed_handler(h);
+    }
+    let mut d = builder.build()?;
+    d.start(workload).await?;
+
+    // Progress and Ctrl-C.
+    let metrics = d.metrics_handle();
+    let stop = d.stop_token();
+    let progress = tokio::spawn(show_progress(metrics.clone()));
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: in-flight variants go back to the queue (Ctrl-C again to abort)");
+            if let Some(t) = stop {
+                t.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("aborted");
+                std::process::exit(130);
+            }
+        }
+    });
+    let waited = d.wait().await;
+    progress.abort();
+    ctrl_c.abort();
+    let summary = waited?;
+    let totals = d.close().await?;
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
+    let snapshot = metrics.snapshot();
+    eprint!("{}", snapshot.report());
+    if summary.interrupted {
+        eprintln!(
+            "run interrupted: continue it with `taskdist run {} --resume {}`",
+            args.taskset,
+            out.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if totals.bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn show_progress(metrics: Arc<Metrics>) {
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} variants {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        pb.set_style(style);
+        loop {
+            let s = metrics.snapshot();
+            if let Some(p) = s.planned {
+                pb.set_length(p);
+            }
+            pb.set_position(s.done + s.bad);
+            let eta = match s.planned {
+                Some(p) if s.rate_per_s > 0.0 => {
+                    format!(", ETA {:.0} s", (p.saturating_sub(s.done + s.bad)) as f64 / s.rate_per_s)
+                }
+                _ => String::new(),
+            };
+            pb.set_message(format!(
+                "{:.0}/s{eta} | targets {} up, {} busy, {} backoff | {} bad",
+                s.rate_per_s, s.targets_up, s.targets_busy, s.targets_backoff, s.bad
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let s = metrics.snapshot();
+            eprintln!(
+                "progress: {}/{} variants, {} bad, {:.0}/s, targets {} up, {} busy, {} backoff",
+                s.done + s.bad,
+                s.planned.map(|p| p.to_string()).unwrap_or_else(|| "∞".into()),
+                s.bad,
+                s.rate_per_s,
+                s.targets_up,
+                s.targets_busy,
+                s.targets_backoff
+            );
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Run metrics: totals, rates and per-target statistics, readable while the run goes on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// What a target's worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetState {
+    /// Opening a session.
+    Connecting,
+    /// Session open, waiting for work.
+    Idle,
+    /// Loading or running a task-set.
+    Running,
+    /// The session failed; the host is back in the discovery pool and re-checked later.
+    Backoff,
+    /// Repeated faults: the host is held out for a while (see `quarantine_for`).
+    Quarantined,
+    /// The run ended; the session was closed.
+    Closed,
+}
+
+/// Statistics of one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStats {
+    /// Current state.
+    pub state: TargetState,
+    /// Task-sets completed on this target.
+    pub completed: u64,
+    /// Failed attempts on this target.
+    pub failed: u64,
+    /// Failures in a row (reset by a completed task-set).
+    pub consecutive_failures: u32,
+    /// Time spent running completed task-sets.
+    #[serde(with = "secs")]
+    pub busy: Duration,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+impl TargetStats {
+    /// Mean wall time per completed task-set.
+    pub fn mean_taskset_time(&self) -> Option<Duration> {
+        (self.completed > 0).then(|| self.busy / self.completed as u32)
+    }
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Live counters of a distributor.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Mutex<Instant>,
+    planned: Mutex<Option<u64>>,
+    pub(crate) done: AtomicU64,
+    pub(crate) bad: AtomicU64,
+    pub(crate) requeued: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) live_skipped: AtomicU64,
+    queue_wait_ns: AtomicU64,
+    queue_waits: AtomicU64,
+    targets: Mutex<BTreeMap<SocketAddr, TargetStats>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Mutex::new(Instant::now()),
+            planned: Mutex::new(None),
+            done: AtomicU64::new(0),
+            bad: AtomicU64::new(0),
+            requeued: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            live_skipped: AtomicU64::new(0),
+            queue_wait_ns: AtomicU64::new(0),
+            queue_waits: AtomicU64::new(0),
+            targets: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// A consistent copy of the metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    /// Variants this run processes (None: unbounded).
+    pub planned: Option<u64>,
+    /// Variants done (finished on a target).
+    pub done: u64,
+    /// Variants given up as bad.
+    pub bad: u64,
+    /// Attempts stopped or failed and requeued.
+    pub requeued: u64,
+    /// Events in finished attempts.
+    pub events: u64,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// Outcomes (done + bad) per second.
+    pub rate_per_s: f64,
+    /// Mean time a requeued variant waited before a target took it again, in seconds.
+    pub mean_queue_wait_s: f64,
+    /// Targets with an open session (idle or running).
+    pub targets_up: usize,
+    /// Targets running a task-set.
+    pub targets_busy: usize,
+    /// Targets in backoff or quarantine.
+    pub targets_backoff: usize,
+    /// Per-target statistics.
+    pub targets: Vec<(SocketAddr, TargetStats)>,
+}
+
+impl Metrics {
+    fn targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<SocketAddr, TargetStats>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn reset_run(&self, planned: Option<u64>) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.planned.lock().unwrap_or_else(|p| p.into_inner()) = planned;
+    }
+
+    pub(crate) fn set_state(&self, addr: SocketAddr, state: TargetState) {
+        self.targets()
+            .entry(addr)
+            .or_insert_with(|| TargetStats {
+                state,
+                completed: 0,
+                failed: 0,
+                consecutive_failures: 0,
+                busy: Duration::ZERO,
+                last_error: None,
+            })
+            .state = state;
+    }
+
+    pub(crate) fn completed(&self, addr: SocketAddr, took: Duration) {
+        if let Some(t) = self.targets().get_mut(&addr) {
+            t.completed += 1;
+            t.busy += took;
+            t.consecutive_failures = 0;
+        }
+    }
+
+    /// Records a failure; returns the number of failures in a row.
+    pub(crate) fn failed(&self, addr: SocketAddr, error: &str) -> u32 {
+        let mut targets = self.targets();
+        let Some(t) = targets.get_mut(&addr) else {
+            return 1;
+        };
+        t.failed += 1;
+        t.consecutive_failures += 1;
+        t.last_error = Some(error.to_owned());
+        t.consecutive_failures
+    }
+
+    pub(crate) fn queue_wait(&self, waited: Duration) {
+        self.queue_wait_ns
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.queue_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copy the current values.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let elapsed = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            .as_secs_f64();
+        let done = self.done.load(Ordering::Relaxed);
+        let bad = self.bad.load(Ordering::Relaxed);
+        let waits = self.queue_waits.load(Ordering::Relaxed);
+        let targets: Vec<_> = self
+            .targets()
+            .iter()
+            .map(|(a, s)| (*a, s.clone()))
+            .collect();
+        let count = |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|(_, s)| f(s.state)).count();
+        MetricsSnapshot {
+            planned: *self.planned.lock().unwrap_or_else(|p| p.into_inner()),
+            done,
+            bad,
+            requeued: self.requeued.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            elapsed_s: elapsed,
+            rate_per_s: if elapsed > 0.0 {
+                (done + bad) as f64 / elapsed
+            } else {
+                0.0
+            },
+            mean_queue_wait_s: if waits > 0 {
+                self.queue_wait_ns.load(Ordering::Relaxed) as f64 / waits as f64 / 1e9
+            } else {
+                0.0
+            },
+            targets_up: count(&|s| matches!(s, TargetState::Idle | TargetState::Running)),
+            targets_busy: count(&|s| s == TargetState::Running),
+            targets_backoff: count(&|s| {
+                matches!(s, TargetState::Backoff | TargetState::Quarantined)
+            }),
+            targets,
+        }
+    }
+}
+
+impl MetricsSnapshot {
+    /// A human-readable report: totals and one line per target.
+    pub fn report(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "variants: {} done, {} bad, {} requeued attempts; {} events; {:.1} s, {:.1} variants/s; mean requeue wait {:.3} s",
+            self.done, self.bad, self.requeued, self.events, self.elapsed_s, self.rate_per_s, self.mean_queue_wait_s
+        );
+        for (addr, t) in &self.targets {
+            let mean = t
+                .mean_taskset_time()
+                .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "  {addr}: {} completed, {} failed, mean {mean} per task-set{}",
+                t.completed,
+                t.failed,
+                t.last_error
+                    .as_deref()
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,319 @@
+//! The shared work queue: fresh variant indices from the selection (shard, limit) that are not
+//! done yet, plus requeued attempts, which go first.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::RangeSet;
+
+/// Which variants of a space a run processes.
+///
+/// Indices are visited in the order `k, k+n, k+2n, …` for shard `k/n`, and `limit` counts
+/// positions in that sequence, so a resumed run with the same limit covers the same variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Process at most this many variants of the (sharded) sequence.
+    pub limit: Option<u64>,
+    /// `(k, n)`: only variants with `index % n == k`.
+    pub shard: Option<(u64, u64)>,
+}
+
+impl Selection {
+    /// Number of variants selected from a space of `len` variants (None: unbounded).
+    pub fn planned(&self, len: Option<u64>) -> Option<u64> {
+        let (k, n) = self.shard.unwrap_or((0, 1));
+        let in_shard = len.map(|len| if len > k { (len - k).div_ceil(n) } else { 0 });
+        match (in_shard, self.limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(a), None) => Some(a),
+            (None, l) => l,
+        }
+    }
+}
+
+/// One unit of work handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Variant index.
+    pub index: u64,
+    /// Attempts started so far for this variant, including this one (1-based).
+    pub attempt: u32,
+    /// Failed attempts so far (user stops do not count).
+    pub failures: u32,
+    /// Last failure, if any.
+    pub last_error: Option<String>,
+    /// Wall-clock start of the first attempt.
+    pub first_started: Option<SystemTime>,
+    /// When the job entered the retry queue (for queue-wait metrics).
+    pub queued_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct State {
+    len: Option<u64>,
+    sel: Selection,
+    /// Next position j in the shard sequence (index = k + n*j).
+    next_pos: u64,
+    done: RangeSet,
+    retry: VecDeque<Job>,
+    in_flight: u64,
+    closed: bool,
+}
+
+/// The queue shared by all workers of a run.
+#[derive(Debug)]
+pub struct WorkQueue {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+/// What [`WorkQueue::take`] found.
+#[derive(Debug, PartialEq)]
+pub enum Take {
+    /// Work to do.
+    Job(Job),
+    /// Every selected variant has an outcome.
+    AllDone,
+}
+
+impl WorkQueue {
+    /// A queue over a space of `len` variants (None: unbounded), skipping `done`.
+    pub fn new(len: Option<u64>, sel: Selection, done: RangeSet) -> Self {
+        WorkQueue {
+            state: Mutex::new(State {
+                len,
+                sel,
+                next_pos: 0,
+                done,
+                retry: VecDeque::new(),
+                in_flight: 0,
+                closed: false,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a worker panicked while holding it; the state is still
+        // consistent because every mutation is a single assignment sequence without await.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take the next job without waiting; `None` when nothing is available right now.
+    pub fn try_take(&self) -> Option<Take> {
+        let mut s = self.lock();
+        if s.closed {
+            return Some(Take::AllDone);
+        }
+        if let Some(mut job) = s.retry.pop_front() {
+            job.attempt += 1;
+            s.in_flight += 1;
+            return Some(Take::Job(job));
+        }
+        if let Some(index) = next_fresh(&mut s) {
+            s.in_flight += 1;
+            return Some(Take::Job(Job {
+                index,
+                attempt: 1,
+                failures: 0,
+                last_error: None,
+                first_started: None,
+                queued_at: None,
+            }));
+        }
+        if s.in_flight == 0 {
+            s.closed = true;
+            drop(s);
+            self.changed.notify_waiters();
+            return Some(Take::AllDone);
+        }
+        None
+    }
+
+    /// Wait for the next job, or until every selected variant has an outcome.
+    pub async fn take(&self) -> Take {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(t) = self.try_take() {
+                return t;
+            }
+            notified.await;
+        }
+    }
+
+    /// The job has its outcome (done or bad).
+    pub fn complete(&self, index: u64) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        s.done.insert(index);
+        let wake = s.in_flight == 0;
+        drop(s);
+        if wake {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Put a job back (stopped or failed); it is handed out again before fresh work.
+    pub fn requeue(&self, mut job: Job) {
+        job.queued_at = Some(Instant::now());
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        s.retry.push_back(job);
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether every selected variant has an outcome.
+    pub fn all_done(&self) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return true;
+        }
+        if s.retry.is_empty() && s.in_flight == 0 {
+            let save = s.next_pos;
+            let more = next_fresh(&mut s).is_some();
+            s.next_pos = save;
+            if !more {
+                s.closed = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Wait until every selected variant has an outcome.
+    pub async fn wait_all_done(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.all_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Jobs waiting for a retry.
+    pub fn retry_len(&self) -> usize {
+        self.lock().retry.len()
+    }
+
+    /// Jobs handed out and not yet completed or requeued.
+    pub fn in_flight(&self) -> u64 {
+        self.lock().in_flight
+    }
+}
+
+/// The next selected index that is not done, advancing the position.
+fn next_fresh(s: &mut State) -> Option<u64> {
+    let (k, n) = s.sel.shard.unwrap_or((0, 1));
+    loop {
+        if s.sel.limit.is_some_and(|l| s.next_pos >= l) {
+            return None;
+        }
+        let index = s.next_pos.checked_mul(n).and_then(|x| x.checked_add(k))?;
+        if s.len.is_some_and(|len| index >= len) {
+            return None;
+        }
+        match s.done.next_absent(index) {
+            Some(free) if free == index => {
+                s.next_pos += 1;
+                return Some(index);
+            }
+            Some(free) => {
+                // Jump to the first position whose index is >= free.
+                s.next_pos = (free - k).div_ceil(n);
+            }
+            None => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &WorkQueue) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(Take::Job(j)) = q.try_take() {
+            out.push(j.index);
+            q.complete(j.index);
+        }
+        out
+    }
+
+    #[test]
+    fn shard_limit_and_done_skip() {
+        let mut done = RangeSet::default();
+        done.insert_range(0, 9);
+        done.insert(13);
+        let sel = Selection {
+            limit: Some(6),
+            shard: Some((1, 3)),
+        };
+        assert_eq!(sel.planned(Some(100)), Some(6));
+        let q = WorkQueue::new(Some(100), sel, done);
+        // positions 0..6 of 1,4,7,10,13,16 minus done {1,4,7,13}
+        assert_eq!(drain(&q), vec![10, 16]);
+        assert_eq!(q.try_take(), Some(Take::AllDone));
+    }
+
+    #[test]
+    fn planned_counts() {
+        let s = Selection {
+            limit: None,
+            shard: Some((2, 4)),
+        };
+        assert_eq!(s.planned(Some(10)), Some(2)); // 2, 6
+        assert_eq!(s.planned(Some(2)), Some(0));
+        assert_eq!(s.planned(None), None);
+        assert_eq!(Selection::default().planned(Some(7)), Some(7));
+    }
+
+    #[test]
+    fn requeue_goes_first_and_counts_attempts() {
+        let q = WorkQueue::new(Some(3), Selection::default(), RangeSet::default());
+        let Some(Take::Job(a)) = q.try_take() else {
+            panic!()
+        };
+        assert_eq!(a.attempt, 1);
+        q.requeue(a);
+        let Some(Take::Job(b)) = q.try_take() else {
+            panic!()
+        };
+        assert_eq!((b.index, b.attempt), (0, 2));
+        assert_eq!(q.in_flight(), 1);
+        // In flight: not all done even after fresh work ends.
+        q.complete(b.index);
+        assert_eq!(drain(&q), vec![1, 2]);
+        assert!(q.all_done());
+    }
+
+    #[tokio::test]
+    async fn take_waits_for_in_flight_requeue() {
+        let q = std::sync::Arc::new(WorkQueue::new(
+            Some(1),
+            Selection::default(),
+            RangeSet::default(),
+        ));
+        let Take::Job(j) = q.take().await else {
+            panic!()
+        };
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.take().await });
+        tokio::task::yield_now().await;
+        q.requeue(j);
+        let Take::Job(again) = waiter.await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(again.attempt, 2);
+        q.complete(again.index);
+        assert_eq!(q.take().await, Take::AllDone);
+    }
+}

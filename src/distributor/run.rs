@@ -1,0 +1,497 @@
+//! One run: the supervisor that turns discovered hosts into workers, the workers that stream
+//! variants through sessions, and the recorder that flushes handlers and appends the ledger.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use taskdist_handlers::{
+    AttemptId, RunInfo, RunSummary, TimedEvent, VariantBad, VariantFinished, VariantStarted,
+    VariantStopped,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::fanout::{FanoutSender, Msg};
+use super::{
+    run_fingerprint, Config, DistributorError, Job, Ledger, Metrics, RangeSet, Take, TargetState,
+    WorkQueue, Workload,
+};
+use crate::discovery::{HostChange, HostPool, Monitor, MonitorConfig};
+use crate::target::{Session, TargetError};
+
+/// Shared state of one run.
+struct RunCtx {
+    cfg: Arc<Config>,
+    workload: Workload,
+    queue: WorkQueue,
+    fanout: FanoutSender,
+    metrics: Arc<Metrics>,
+    /// Indices with an outcome whose rows are not yet flushed and recorded in the ledger.
+    unrecorded: Mutex<Vec<u64>>,
+    /// Binaries sent to each target since its last (assumed) boot.
+    sent: Mutex<HashMap<SocketAddr, HashSet<String>>>,
+    /// First fatal error (a handler failed); stops the run.
+    fatal: Mutex<Option<DistributorError>>,
+    cancel: CancellationToken,
+}
+
+impl RunCtx {
+    fn fail(&self, e: DistributorError) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = %e, "run stops");
+            *f = Some(e);
+        }
+        self.cancel.cancel();
+    }
+
+    async fn send(&self, m: Msg) -> bool {
+        match self.fanout.send(m).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(e.into());
+                false
+            }
+        }
+    }
+
+    /// The variant has its outcome and its rows were handed to the handlers.
+    fn outcome(&self, index: u64) {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(index);
+        self.queue.complete(index);
+    }
+}
+
+/// Start a run in the background.
+pub(crate) fn launch(
+    cfg: Arc<Config>,
+    pool: HostPool,
+    workload: Workload,
+    fanout: FanoutSender,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<RunSummary, DistributorError>>, DistributorError> {
+    let source = &workload.source;
+    let len = source.len();
+    let fp = run_fingerprint(&workload, cfg.selection);
+    let (ledger, done) = match &cfg.ledger {
+        None => (None, RangeSet::default()),
+        Some(l) => {
+            std::fs::create_dir_all(&l.dir).map_err(|e| {
+                DistributorError::Config(format!("cannot create {}: {e}", l.dir.display()))
+            })?;
+            if l.resume {
+                let (ledger, done) = Ledger::resume(&l.dir, &fp)?;
+                (Some(ledger), done)
+            } else {
+                (Some(Ledger::create(&l.dir, &fp)?), RangeSet::default())
+            }
+        }
+    };
+    let planned = cfg.selection.planned(len);
+    let already = done.count();
+    metrics.reset_run(planned);
+    let info = RunInfo {
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        spec_name: source.name(),
+        spec_text: source.text(),
+        seed: source.seed(),
+        total_variants: len.map(u128::from),
+        planned_variants: planned,
+        dialect: cfg.session.dialect.to_string(),
+        command: cfg.command.clone(),
+        started_at: SystemTime::now(),
+    };
+    let ctx = Arc::new(RunCtx {
+        queue: WorkQueue::new(len, cfg.selection, done),
+        cfg,
+        workload,
+        fanout,
+        metrics,
+        unrecorded: Mutex::new(Vec::new()),
+        sent: Mutex::new(HashMap::new()),
+        fatal: Mutex::new(None),
+        cancel,
+    });
+    if already > 0 {
+        tracing::info!(already, "resuming: variants with an outcome are skipped");
+    }
+    Ok(tokio::spawn(supervise(ctx, pool, info, ledger)))
+}
+
+async fn supervise(
+    ctx: Arc<RunCtx>,
+    pool: HostPool,
+    info: RunInfo,
+    ledger: Option<Ledger>,
+) -> Result<RunSummary, DistributorError> {
+    let started = Instant::now();
+    let base = (
+        ctx.metrics.done.load(Ordering::Relaxed),
+        ctx.metrics.bad.load(Ordering::Relaxed),
+        ctx.metrics.requeued.load(Ordering::Relaxed),
+        ctx.metrics.events.load(Ordering::Relaxed),
+    );
+    ctx.send(Msg::RunStarted(Arc::new(info))).await;
+
+    let recorder_stop = CancellationToken::new();
+    let recorder = tokio::spawn(record(ctx.clone(), ledger, recorder_stop.clone()));
+
+    let workers_cancel = ctx.cancel.child_token();
+    let monitor_cancel = ctx.cancel.child_token();
+    let prober = ctx.cfg.probe.prober(&ctx.cfg.session);
+    let (monitor, mut changes) = Monitor::spawn(
+        pool,
+        prober,
+        MonitorConfig::default(),
+        monitor_cancel.clone(),
+    );
+    let mut workers: JoinSet<(SocketAddr, WorkerExit)> = JoinSet::new();
+    let mut active: HashSet<SocketAddr> = HashSet::new();
+    let mut side: JoinSet<()> = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            _ = ctx.queue.wait_all_done() => break,
+            _ = ctx.cancel.cancelled() => break,
+            change = changes.recv() => match change {
+                Some(HostChange::Up(addr)) => {
+                    if active.insert(addr) {
+                        tracing::info!(%addr, "target up");
+                        workers.spawn(worker(addr, ctx.clone(), workers_cancel.clone()));
+                    }
+                }
+                Some(HostChange::Down(addr)) => {
+                    tracing::debug!(%addr, "host down");
+                }
+                None => {
+                    // The monitor ended (cancelled); wait for the workers.
+                    if workers.is_empty() {
+                        ctx.cancel.cancelled().await;
+                        break;
+                    }
+                    if let Some(Ok((addr, exit))) = workers.join_next().await {
+                        active.remove(&addr);
+                        tracing::debug!(%addr, ?exit, "worker ended");
+                    }
+                }
+            },
+            Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                let Ok((addr, exit)) = joined else {
+                    ctx.fail(DistributorError::Internal("a worker panicked".into()));
+                    break;
+                };
+                active.remove(&addr);
+                if let WorkerExit::Failed { consecutive } = exit {
+                    let quarantine = consecutive >= ctx.cfg.quarantine_after;
+                    let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
+                    ctx.metrics.set_state(addr, state);
+                    let ctx2 = ctx.clone();
+                    let monitor = monitor.clone();
+                    let cancel = ctx.cancel.clone();
+                    side.spawn(async move {
+                        if let Some(cmd) = &ctx2.cfg.recovery_cmd {
+                            recover(cmd, addr, &cancel).await;
+                            ctx2.sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+                        }
+                        if quarantine {
+                            tracing::warn!(%addr, hold_s = ctx2.cfg.quarantine_for.as_secs(), "target quarantined after repeated faults");
+                            tokio::select! {
+                                _ = tokio::time::sleep(ctx2.cfg.quarantine_for) => {}
+                                _ = cancel.cancelled() => return,
+                            }
+                        }
+                        monitor.report_failed(addr);
+                    });
+                }
+            }
+        }
+    }
+
+    // Shut down: workers stop (requeueing what they hold), then the monitor.
+    workers_cancel.cancel();
+    while let Some(joined) = workers.join_next().await {
+        if let Ok((addr, _)) = joined {
+            ctx.metrics.set_state(addr, TargetState::Closed);
+        }
+    }
+    monitor_cancel.cancel();
+    side.abort_all();
+    recorder_stop.cancel();
+    let recorded = recorder
+        .await
+        .map_err(|e| DistributorError::Internal(format!("recorder: {e}")))?;
+    if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    recorded?;
+    let m = &ctx.metrics;
+    Ok(RunSummary {
+        done: m.done.load(Ordering::Relaxed) - base.0,
+        bad: m.bad.load(Ordering::Relaxed) - base.1,
+        requeued: m.requeued.load(Ordering::Relaxed) - base.2,
+        events: m.events.load(Ordering::Relaxed) - base.3,
+        interrupted: !ctx.queue.all_done(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Periodically: flush every handler, then append the flushed outcomes to the ledger.
+async fn record(
+    ctx: Arc<RunCtx>,
+    mut ledger: Option<Ledger>,
+    stop: CancellationToken,
+) -> Result<(), DistributorError> {
+    let mut tick = tokio::time::interval(ctx.cfg.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.cancelled() => true,
+        };
+        let mut batch =
+            std::mem::take(&mut *ctx.unrecorded.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() || last {
+            // Every message about `batch` was sent before this flush request.
+            if let Err(e) = ctx.fanout.flush().await {
+                ctx.fail(e.into());
+                return Ok(());
+            }
+            if let Some(l) = ledger.as_mut() {
+                l.append(&mut batch)?;
+            }
+        }
+        if last {
+            if let Some(l) = ledger.as_mut() {
+                l.sync()?;
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Why a worker ended.
+#[derive(Debug)]
+enum WorkerExit {
+    /// Every variant has an outcome.
+    AllDone,
+    /// The run is stopping.
+    Cancelled,
+    /// The session failed; the host goes back to the pool.
+    Failed { consecutive: u32 },
+}
+
+async fn worker(
+    addr: SocketAddr,
+    ctx: Arc<RunCtx>,
+    cancel: CancellationToken,
+) -> (SocketAddr, WorkerExit) {
+    ctx.metrics.set_state(addr, TargetState::Connecting);
+    let connected = tokio::select! {
+        r = Session::connect(addr, ctx.cfg.session.clone()) => r,
+        _ = cancel.cancelled() => return (addr, WorkerExit::Cancelled),
+    };
+    let mut session = match connected {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot open a session");
+            let n = ctx.metrics.failed(addr, &e.to_string());
+            return (addr, WorkerExit::Failed { consecutive: n });
+        }
+    };
+    let mut sent = ctx
+        .sent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&addr)
+        .unwrap_or_default();
+    let exit = loop {
+        ctx.metrics.set_state(addr, TargetState::Idle);
+        let take = tokio::select! {
+            t = ctx.queue.take() => t,
+            _ = cancel.cancelled() => break WorkerExit::Cancelled,
+        };
+        let mut job = match take {
+            Take::Job(job) => job,
+            Take::AllDone => break WorkerExit::AllDone,
+        };
+        if let Some(q) = job.queued_at.take() {
+            ctx.metrics.queue_wait(q.elapsed());
+        }
+        match run_one(addr, &ctx, &mut session, &mut sent, &mut job, &cancel).await {
+            Ok(()) => {}
+            Err(exit) => break exit,
+        }
+    };
+    if matches!(exit, WorkerExit::Failed { .. }) {
+        // The target may have rebooted: send binaries again next time.
+        sent.clear();
+    } else {
+        ctx.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, sent);
+    }
+    session.close().await;
+    if !matches!(exit, WorkerExit::Failed { .. }) {
+        ctx.metrics.set_state(addr, TargetState::Closed);
+    }
+    (addr, exit)
+}
+
+/// Run one job on the session. `Err` ends the worker.
+async fn run_one(
+    addr: SocketAddr,
+    ctx: &RunCtx,
+    session: &mut Session,
+    sent: &mut HashSet<String>,
+    job: &mut Job,
+    cancel: &CancellationToken,
+) -> Result<(), WorkerExit> {
+    let id = AttemptId {
+        variant: job.index,
+        attempt: job.attempt,
+        target: addr,
+    };
+    let started_at = SystemTime::now();
+    let first_started = *job.first_started.get_or_insert(started_at);
+    let taskset = match ctx.workload.source.get(job.index) {
+        Ok(t) => Arc::new(t),
+        Err(reason) => {
+            // No target can run a variant that cannot be built: bad at once.
+            let reason = format!("variant cannot be built: {reason}");
+            bad(ctx, id, Arc::new(taskdist_tasksets::TaskSet { tasks: vec![] }), reason, first_started).await;
+            return Ok(());
+        }
+    };
+    if !ctx
+        .send(Msg::Started(Arc::new(VariantStarted {
+            id,
+            taskset: taskset.clone(),
+            started_at,
+        })))
+        .await
+    {
+        ctx.queue.requeue(job.clone());
+        return Err(WorkerExit::Cancelled);
+    }
+    ctx.metrics.set_state(addr, TargetState::Running);
+    let t0 = Instant::now();
+    let fanout = ctx.fanout.clone();
+    let metrics = ctx.metrics.clone();
+    let mut on_events = move |events: &[TimedEvent]| {
+        let missed = fanout.offer(Msg::Live(id, Arc::new(events.to_vec())));
+        if missed > 0 {
+            metrics.live_skipped.fetch_add(missed as u64, Ordering::Relaxed);
+        }
+    };
+    let result = session
+        .run_taskset(
+            &taskset,
+            ctx.workload.admission.as_ref(),
+            &ctx.cfg.binaries,
+            sent,
+            &mut on_events,
+            cancel,
+        )
+        .await;
+    match result {
+        Ok(run) => {
+            let n = run.events.len() as u64;
+            ctx.metrics.completed(addr, t0.elapsed());
+            let finished = VariantFinished {
+                id,
+                taskset,
+                events: run.events,
+                started_at,
+                finished_at: SystemTime::now(),
+            };
+            if !ctx.send(Msg::Finished(Arc::new(finished))).await {
+                ctx.queue.requeue(job.clone());
+                return Err(WorkerExit::Cancelled);
+            }
+            ctx.metrics.events.fetch_add(n, Ordering::Relaxed);
+            ctx.metrics.done.fetch_add(1, Ordering::Relaxed);
+            ctx.outcome(job.index);
+            Ok(())
+        }
+        Err(TargetError::Cancelled) => {
+            ctx.queue.requeue(job.clone());
+            ctx.metrics.requeued.fetch_add(1, Ordering::Relaxed);
+            ctx.send(Msg::Stopped(Arc::new(VariantStopped {
+                id,
+                reason: "stopped".into(),
+            })))
+            .await;
+            Err(WorkerExit::Cancelled)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(%addr, variant = job.index, attempt = job.attempt, error = %reason, "attempt failed");
+            let consecutive = ctx.metrics.failed(addr, &reason);
+            job.failures += 1;
+            job.last_error = Some(reason.clone());
+            if job.failures >= ctx.cfg.attempts {
+                bad(ctx, id, taskset, reason, first_started).await;
+            } else {
+                ctx.queue.requeue(job.clone());
+                ctx.metrics.requeued.fetch_add(1, Ordering::Relaxed);
+                ctx.send(Msg::Stopped(Arc::new(VariantStopped { id, reason })))
+                    .await;
+            }
+            Err(WorkerExit::Failed { consecutive })
+        }
+    }
+}
+
+async fn bad(
+    ctx: &RunCtx,
+    id: AttemptId,
+    taskset: Arc<taskdist_tasksets::TaskSet>,
+    reason: String,
+    started_at: SystemTime,
+) {
+    let sent = ctx
+        .send(Msg::Bad(Arc::new(VariantBad {
+            id,
+            taskset,
+            reason,
+            started_at,
+            finished_at: SystemTime::now(),
+        })))
+        .await;
+    if sent {
+        ctx.metrics.bad.fetch_add(1, Ordering::Relaxed);
+        ctx.outcome(id.variant);
+    }
+}
+
+/// Run the recovery command for a dead target, bounded by a timeout.
+async fn recover(cmd: &str, addr: SocketAddr, cancel: &CancellationToken) {
+    let text = cmd
+        .replace("{addr}", &addr.to_string())
+        .replace("{ip}", &addr.ip().to_string())
+        .replace("{port}", &addr.port().to_string());
+    tracing::info!(%addr, command = %text, "running recovery command");
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&text)
+        .env("TASKDIST_TARGET", addr.to_string())
+        .kill_on_drop(true)
+        .status();
+    tokio::select! {
+        r = tokio::time::timeout(std::time::Duration::from_secs(300), child) => match r {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => tracing::warn!(%addr, %status, "recovery command failed"),
+            Ok(Err(e)) => tracing::warn!(%addr, error = %e, "recovery command could not run"),
+            Err(_) => tracing::warn!(%addr, "recovery command timed out after 300 s"),
+        },
+        _ = cancel.cancelled() => {}
+    }
+}
