@@ -16,7 +16,13 @@
 //! ```
 
 mod admission;
+pub mod generate;
 mod model;
+pub mod rng;
+pub mod xml;
 
 pub use admission::{AdmissionControl, Goal};
-pub use model::{Task, TaskSet, ValidationError, MAX_PKG_LEN, MAX_PRIORITY};
+pub use model::{
+    parse_quota, quota_text, Task, TaskSet, ValidationError, MAX_PKG_LEN, MAX_PRIORITY,
+};
+pub use xml::XmlError;
