@@ -268,7 +268,7 @@ pub struct ValidationError {
 }
 
 /// An ordered set of tasks, sent to a target as one unit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskSet {
     /// The tasks; ids should be 0..n-1 in order.
     pub tasks: Vec<Task>,

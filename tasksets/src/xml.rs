@@ -138,7 +138,7 @@ fn walk(
                 path.pop();
             }
             Event::Text(t) => {
-                let text = t.unescape().map_err(|e| syntax(&reader, e.into()))?;
+                let text = t.unescape().map_err(|e| syntax(&reader, e))?;
                 match frames.last_mut() {
                     Some(frame) => frame.0.push_str(&text),
                     None => {
@@ -216,6 +216,11 @@ pub fn parse_taskset(xml: &str) -> Result<TaskSet, XmlError> {
                     .push((Task::new(0, String::new()), Seen::default()));
             } else if path.len() == 3 && path[1] == "periodictask" && path[2] == "config" {
                 if let Some((_, seen)) = tasks.borrow_mut().last_mut() {
+                    if seen.bits & (1 << 13) != 0 {
+                        return Err(XmlError::Structure(
+                            "element <config> appears twice in one <periodictask>".into(),
+                        ));
+                    }
                     seen.bits |= 1 << 13;
                 }
             }
@@ -240,6 +245,10 @@ pub fn parse_taskset(xml: &str) -> Result<TaskSet, XmlError> {
                 )));
             }
             let field = path[2].as_str();
+            if field == "config" {
+                // An empty <config></config>; counted when it was opened.
+                return Ok(());
+            }
             let pos = TASK_FIELDS
                 .iter()
                 .position(|f| *f == field)
