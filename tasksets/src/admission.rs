@@ -49,4 +49,15 @@ impl AdmissionControl {
         );
         out
     }
+
+    /// Read an `<optimize>` document (the inverse of [`AdmissionControl::to_xml`]).
+    ///
+    /// ```
+    /// use taskdist_tasksets::{AdmissionControl, Goal};
+    /// let ac = AdmissionControl { goal: Goal::Utilization, query_interval_ms: 250 };
+    /// assert_eq!(AdmissionControl::from_xml(&ac.to_xml()).unwrap(), ac);
+    /// ```
+    pub fn from_xml(xml: &str) -> Result<Self, crate::xml::XmlError> {
+        crate::xml::parse_admission(xml)
+    }
 }

@@ -16,7 +16,19 @@
 //! ```
 
 mod admission;
+pub mod catalog;
+pub mod generate;
 mod model;
+pub mod rng;
+pub mod space;
+pub mod spec;
+pub mod xml;
 
 pub use admission::{AdmissionControl, Goal};
-pub use model::{Task, TaskSet, ValidationError, MAX_PKG_LEN, MAX_PRIORITY};
+pub use catalog::CatalogEntry;
+pub use model::{
+    parse_quota, quota_text, Task, TaskSet, ValidationError, MAX_PKG_LEN, MAX_PRIORITY,
+};
+pub use space::{SpaceLen, VariantError, VariantSpace, Variants};
+pub use spec::{Spec, SpecError};
+pub use xml::XmlError;

@@ -1,7 +1,5 @@
 //! Tasks and task-sets, their validation and their XML description.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 
 /// Longest binary name the target accepts (16-byte name field, last byte NUL).
@@ -159,55 +157,102 @@ impl Task {
     }
 
     /// Append this task's `<periodictask>` element to `out`.
+    ///
+    /// This is the hot-path writer: static tag runs are copied in one piece and numbers are
+    /// formatted with `itoa`. Its output is byte-identical to the quick-xml based
+    /// [`crate::xml::write_taskset_reference`]; a property test checks this on arbitrary tasks.
     pub fn write_xml(&self, out: &mut String) {
-        out.push_str("<periodictask>");
-        push_num(out, "id", u64::from(self.id));
-        push_num(out, "executiontime", self.executiontime_ms);
-        push_num(out, "criticaltime", self.criticaltime_ms);
-        push_num(out, "priority", u64::from(self.priority));
-        push_num(out, "deadline", self.deadline_ms);
-        push_num(out, "period", self.period_ms);
-        push_num(out, "offset", self.offset_ms);
-        push_num(out, "numberofjobs", u64::from(self.numberofjobs));
-        out.push_str("<quota>");
-        write_quota(out, self.quota_bytes);
-        out.push_str("</quota>");
-        push_num(out, "caps", u64::from(self.caps));
-        push_num(out, "cores", u64::from(self.cores));
-        push_num(out, "coreoffset", u64::from(self.coreoffset));
-        out.push_str("<pkg>");
+        let mut buf = itoa::Buffer::new();
+        out.push_str("<periodictask><id>");
+        out.push_str(buf.format(self.id));
+        out.push_str("</id><executiontime>");
+        out.push_str(buf.format(self.executiontime_ms));
+        out.push_str("</executiontime><criticaltime>");
+        out.push_str(buf.format(self.criticaltime_ms));
+        out.push_str("</criticaltime><priority>");
+        out.push_str(buf.format(self.priority));
+        out.push_str("</priority><deadline>");
+        out.push_str(buf.format(self.deadline_ms));
+        out.push_str("</deadline><period>");
+        out.push_str(buf.format(self.period_ms));
+        out.push_str("</period><offset>");
+        out.push_str(buf.format(self.offset_ms));
+        out.push_str("</offset><numberofjobs>");
+        out.push_str(buf.format(self.numberofjobs));
+        out.push_str("</numberofjobs><quota>");
+        write_quota(out, &mut buf, self.quota_bytes);
+        out.push_str("</quota><caps>");
+        out.push_str(buf.format(self.caps));
+        out.push_str("</caps><cores>");
+        out.push_str(buf.format(self.cores));
+        out.push_str("</cores><coreoffset>");
+        out.push_str(buf.format(self.coreoffset));
+        out.push_str("</coreoffset><pkg>");
         push_escaped(out, &self.pkg);
         out.push_str("</pkg><config>");
         for (k, v) in &self.config {
-            let _ = write!(out, "<{k}>");
+            out.push('<');
+            out.push_str(k);
+            out.push('>');
             push_escaped(out, v);
-            let _ = write!(out, "</{k}>");
+            out.push_str("</");
+            out.push_str(k);
+            out.push('>');
         }
         out.push_str("</config></periodictask>");
     }
 }
 
-fn push_num(out: &mut String, name: &str, value: u64) {
-    let _ = write!(out, "<{name}>{value}</{name}>");
+/// The text of a `<quota>` element: bytes with a K/M/G suffix where the value is an exact
+/// multiple, plain bytes otherwise (0 is written as `0`).
+pub fn quota_text(bytes: u64) -> String {
+    let mut out = String::new();
+    write_quota(&mut out, &mut itoa::Buffer::new(), bytes);
+    out
 }
 
-fn write_quota(out: &mut String, bytes: u64) {
+/// Parse a `<quota>` text: decimal bytes with an optional `K`, `M` or `G` suffix (binary
+/// multiples, as the target reads them). Returns `None` for anything else or on overflow.
+pub fn parse_quota(text: &str) -> Option<u64> {
+    let (digits, mult) = match text.as_bytes().last()? {
+        b'K' | b'k' => (&text[..text.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&text[..text.len() - 1], 1u64 << 20),
+        b'G' | b'g' => (&text[..text.len() - 1], 1u64 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn write_quota(out: &mut String, buf: &mut itoa::Buffer, bytes: u64) {
     const G: u64 = 1 << 30;
     const M: u64 = 1 << 20;
     const K: u64 = 1 << 10;
-    let _ = if bytes != 0 && bytes % G == 0 {
-        write!(out, "{}G", bytes / G)
+    if bytes != 0 && bytes % G == 0 {
+        out.push_str(buf.format(bytes / G));
+        out.push('G');
     } else if bytes != 0 && bytes % M == 0 {
-        write!(out, "{}M", bytes / M)
+        out.push_str(buf.format(bytes / M));
+        out.push('M');
     } else if bytes != 0 && bytes % K == 0 {
-        write!(out, "{}K", bytes / K)
+        out.push_str(buf.format(bytes / K));
+        out.push('K');
     } else {
-        write!(out, "{bytes}")
-    };
+        out.push_str(buf.format(bytes));
+    }
 }
 
+/// Escape like quick-xml's `escape` (`<>&'"`), without allocating when nothing needs it.
 fn push_escaped(out: &mut String, s: &str) {
-    out.push_str(&quick_xml::escape::escape(s));
+    if s.bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"'))
+    {
+        out.push_str(&quick_xml::escape::escape(s));
+    } else {
+        out.push_str(s);
+    }
 }
 
 /// A task is invalid for the target; names the task, the field and what was expected.
@@ -223,7 +268,7 @@ pub struct ValidationError {
 }
 
 /// An ordered set of tasks, sent to a target as one unit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskSet {
     /// The tasks; ids should be 0..n-1 in order.
     pub tasks: Vec<Task>,
@@ -277,5 +322,12 @@ impl TaskSet {
             t.write_xml(out);
         }
         out.push_str("</taskset>");
+    }
+}
+
+impl TaskSet {
+    /// Read a task-set document back (see [`crate::xml::parse_taskset`]).
+    pub fn from_xml(xml: &str) -> Result<Self, crate::xml::XmlError> {
+        crate::xml::parse_taskset(xml)
     }
 }

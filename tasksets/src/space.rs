@@ -1,0 +1,825 @@
+//! Variant spaces: lazy, index-addressable cartesian products of task attributes.
+//!
+//! A [`VariantSpace`] is built from a spec file ([`crate::Spec`]). It never materialises
+//! variants: [`VariantSpace::get`] decodes an index into one task-set in O(tasks), and the
+//! iterators decode consecutive indices. Memory is constant in the number of variants.
+//!
+//! # Index layout
+//! An index `i` is split as a mixed-radix number. The lowest digits select the enumerated
+//! combination: within each task group (a `[[task]]` table) the utilisation total varies fastest,
+//! then the attributes of the first copy in field order (`executiontime_ms`, `criticaltime_ms`,
+//! `priority`, `deadline_ms`, `period_ms`, `offset_ms`, `numberofjobs`, `quota`, `caps`, `cores`,
+//! `coreoffset`, `pkg`, then `config` entries in file order), then the next copy (only when the
+//! group is `independent`); the count of copies varies slowest within the group. Earlier groups
+//! vary faster than later ones. Above all combinations comes the sample number (see `samples` in
+//! the spec). Random attributes take no digit: their value is drawn from
+//! `(seed, i, attribute position)`, so variant `i` is reproducible from its index alone.
+//!
+//! Indices are `u64`. A space may be larger than 2^64 ([`SpaceLen::Finite`] holds a `u128`);
+//! only its first 2^64 variants are addressable.
+
+use std::sync::Arc;
+
+use crate::generate::{self, DeadlineClass};
+use crate::model::{Task, TaskSet};
+use crate::rng::{draw_key, SplitMix64};
+
+/// How many variants a space holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpaceLen {
+    /// A finite number of variants (may exceed the `u64` index range).
+    Finite(u128),
+    /// An endless stream: every `u64` index is a variant (random draws per index).
+    Unbounded,
+}
+
+impl SpaceLen {
+    /// Whether `index` addresses a variant of the space.
+    pub fn contains(self, index: u64) -> bool {
+        match self {
+            SpaceLen::Finite(n) => u128::from(index) < n,
+            SpaceLen::Unbounded => true,
+        }
+    }
+
+    /// The number of addressable indices, saturated at `u64::MAX` (unbounded gives `None`).
+    pub fn addressable(self) -> Option<u64> {
+        match self {
+            SpaceLen::Finite(n) => Some(u64::try_from(n).unwrap_or(u64::MAX)),
+            SpaceLen::Unbounded => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SpaceLen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpaceLen::Finite(n) => write!(f, "{n}"),
+            SpaceLen::Unbounded => f.write_str("unbounded"),
+        }
+    }
+}
+
+/// A variant could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VariantError {
+    /// The index lies beyond the end of a finite space.
+    #[error("variant index {index} is out of range: the space has {len} variants")]
+    OutOfRange {
+        /// The requested index.
+        index: u64,
+        /// The size of the space.
+        len: u128,
+    },
+    /// The built variant violates the target's limits. Spaces are checked when the spec is
+    /// loaded, so this indicates a bug; it is reported instead of panicking.
+    #[error("variant {index} is invalid: {source}")]
+    Invalid {
+        /// The variant index.
+        index: u64,
+        /// What is wrong.
+        source: crate::ValidationError,
+    },
+}
+
+/// A mixed-radix digit base; `0` stands for "larger than any `u64`".
+#[inline]
+fn split(i: u64, radix: u64) -> (u64, u64) {
+    match radix {
+        0 => (i, 0),
+        1 => (0, i),
+        r => (i % r, i / r),
+    }
+}
+
+/// Saturating conversion of a digit base to the `u64` form used by [`split`].
+pub(crate) fn radix_of(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// An integer attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum IntAttr {
+    Fixed(u64),
+    List(Box<[u64]>),
+    Range { from: u64, step: u64, n: u64 },
+    Uniform { lo: u64, hi: u64 },
+    LogUniform { lo: u64, hi: u64 },
+    Choice(Box<[u64]>),
+}
+
+impl IntAttr {
+    /// Number of enumerated values (1 for fixed and random attributes).
+    pub(crate) fn radix(&self) -> u64 {
+        match self {
+            IntAttr::List(v) => v.len() as u64,
+            IntAttr::Range { n, .. } => *n,
+            _ => 1,
+        }
+    }
+
+    /// Smallest and largest value the attribute can take.
+    pub(crate) fn bounds(&self) -> (u64, u64) {
+        match self {
+            IntAttr::Fixed(v) => (*v, *v),
+            IntAttr::List(v) | IntAttr::Choice(v) => (
+                v.iter().copied().min().unwrap_or(0),
+                v.iter().copied().max().unwrap_or(0),
+            ),
+            IntAttr::Range { from, step, n } => (*from, from + step * (n - 1)),
+            IntAttr::Uniform { lo, hi } | IntAttr::LogUniform { lo, hi } => (*lo, *hi),
+        }
+    }
+
+    pub(crate) fn is_random(&self) -> bool {
+        matches!(
+            self,
+            IntAttr::Uniform { .. } | IntAttr::LogUniform { .. } | IntAttr::Choice(_)
+        )
+    }
+
+    #[inline]
+    fn value(&self, digit: u64, key: impl FnOnce() -> u64) -> u64 {
+        match self {
+            IntAttr::Fixed(v) => *v,
+            IntAttr::List(v) => v[digit as usize],
+            IntAttr::Range { from, step, .. } => from + step * digit,
+            IntAttr::Uniform { lo, hi } => SplitMix64::new(key()).uniform_u64(*lo, *hi),
+            IntAttr::LogUniform { lo, hi } => SplitMix64::new(key()).log_uniform_u64(*lo, *hi),
+            IntAttr::Choice(v) => {
+                let k = SplitMix64::new(key()).uniform_u64(0, v.len() as u64 - 1);
+                v[k as usize]
+            }
+        }
+    }
+}
+
+/// A text attribute (binary name or config value).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TextAttr {
+    Fixed(String),
+    List(Box<[String]>),
+    Choice(Box<[String]>),
+    /// An integer attribute written in decimal.
+    Int(IntAttr),
+}
+
+impl TextAttr {
+    pub(crate) fn radix(&self) -> u64 {
+        match self {
+            TextAttr::List(v) => v.len() as u64,
+            TextAttr::Int(a) => a.radix(),
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn is_random(&self) -> bool {
+        match self {
+            TextAttr::Choice(_) => true,
+            TextAttr::Int(a) => a.is_random(),
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn write(&self, digit: u64, key: impl FnOnce() -> u64, out: &mut String) {
+        let s: &str = match self {
+            TextAttr::Fixed(s) => s,
+            TextAttr::List(v) => &v[digit as usize],
+            TextAttr::Choice(v) => {
+                let k = SplitMix64::new(key()).uniform_u64(0, v.len() as u64 - 1);
+                &v[k as usize]
+            }
+            TextAttr::Int(a) => {
+                let n = a.value(digit, key);
+                out.clear();
+                out.push_str(itoa::Buffer::new().format(n));
+                return;
+            }
+        };
+        if out != s {
+            out.clear();
+            out.push_str(s);
+        }
+    }
+}
+
+/// A real-valued attribute (the utilisation total).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FloatAttr {
+    Fixed(f64),
+    List(Box<[f64]>),
+    Range { from: f64, step: f64, n: u64 },
+    Uniform { lo: f64, hi: f64 },
+    LogUniform { lo: f64, hi: f64 },
+    Choice(Box<[f64]>),
+}
+
+impl FloatAttr {
+    pub(crate) fn radix(&self) -> u64 {
+        match self {
+            FloatAttr::List(v) => v.len() as u64,
+            FloatAttr::Range { n, .. } => *n,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn bounds(&self) -> (f64, f64) {
+        match self {
+            FloatAttr::Fixed(v) => (*v, *v),
+            FloatAttr::List(v) | FloatAttr::Choice(v) => (
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ),
+            FloatAttr::Range { from, step, n } => (*from, from + step * (*n - 1) as f64),
+            FloatAttr::Uniform { lo, hi } | FloatAttr::LogUniform { lo, hi } => (*lo, *hi),
+        }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn is_random(&self) -> bool {
+        matches!(
+            self,
+            FloatAttr::Uniform { .. } | FloatAttr::LogUniform { .. } | FloatAttr::Choice(_)
+        )
+    }
+
+    fn value(&self, digit: u64, key: u64) -> f64 {
+        match self {
+            FloatAttr::Fixed(v) => *v,
+            FloatAttr::List(v) => v[digit as usize],
+            FloatAttr::Range { from, step, .. } => from + step * digit as f64,
+            FloatAttr::Uniform { lo, hi } => SplitMix64::new(key).uniform_f64(*lo, *hi),
+            FloatAttr::LogUniform { lo, hi } => SplitMix64::new(key).log_uniform_f64(*lo, *hi),
+            FloatAttr::Choice(v) => {
+                let k = SplitMix64::new(key).uniform_u64(0, v.len() as u64 - 1);
+                v[k as usize]
+            }
+        }
+    }
+}
+
+/// How a group's relative deadlines are set.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DeadlineAttr {
+    Value(IntAttr),
+    Class(DeadlineClass),
+}
+
+/// Which utilisation split a generator uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SplitMethod {
+    UUniFast,
+    RandFixedSum,
+}
+
+/// Execution times derived from a utilisation split of the group.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Utilisation {
+    pub(crate) total: FloatAttr,
+    pub(crate) method: SplitMethod,
+    pub(crate) max: f64,
+}
+
+/// Attempts of UUniFast-Discard before falling back to RandFixedSum.
+const DISCARD_ATTEMPTS: u32 = 1000;
+
+// Field positions, used for draw keys (config entries follow from CONFIG_BASE).
+const F_EXEC: u64 = 0;
+const F_CRIT: u64 = 1;
+const F_PRIO: u64 = 2;
+const F_DEADLINE: u64 = 3;
+const F_PERIOD: u64 = 4;
+const F_OFFSET: u64 = 5;
+const F_JOBS: u64 = 6;
+const F_QUOTA: u64 = 7;
+const F_CAPS: u64 = 8;
+const F_CORES: u64 = 9;
+const F_COREOFFSET: u64 = 10;
+const F_PKG: u64 = 11;
+const CONFIG_BASE: u64 = 16;
+/// Copy number used for group-level draws (utilisation total and split).
+const GROUP_COPY: u64 = 0xFFFF_FFFF;
+
+/// The attribute position of a draw: group, copy within the group, field.
+#[inline]
+fn position(group: usize, copy: u64, field: u64) -> u64 {
+    ((group as u64) << 48) | ((copy & 0xFFFF_FFFF) << 16) | (field & 0xFFFF)
+}
+
+/// One `[[task]]` table: a task repeated `count` times.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Group {
+    pub(crate) counts: Box<[u32]>,
+    pub(crate) independent: bool,
+    pub(crate) exec: IntAttr,
+    pub(crate) crit: IntAttr,
+    pub(crate) prio: IntAttr,
+    pub(crate) deadline: DeadlineAttr,
+    pub(crate) period: IntAttr,
+    pub(crate) offset: IntAttr,
+    pub(crate) jobs: IntAttr,
+    pub(crate) quota: IntAttr,
+    pub(crate) caps: IntAttr,
+    pub(crate) cores: IntAttr,
+    pub(crate) coreoffset: IntAttr,
+    pub(crate) pkg: TextAttr,
+    pub(crate) config: Box<[(String, TextAttr)]>,
+    pub(crate) util: Option<Utilisation>,
+    // Derived by `finish`:
+    /// Enumerated combinations of one copy.
+    pub(crate) per_copy: u128,
+    /// Combinations for each entry of `counts` (including the utilisation total's digit).
+    pub(crate) count_sizes: Box<[u128]>,
+    /// `count_sizes` as digit bases for `split`.
+    count_radix: Box<[u64]>,
+    /// All combinations of the group.
+    pub(crate) size: u128,
+    util_radix: u64,
+}
+
+impl Group {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        counts: Box<[u32]>,
+        independent: bool,
+        exec: IntAttr,
+        crit: IntAttr,
+        prio: IntAttr,
+        deadline: DeadlineAttr,
+        period: IntAttr,
+        offset: IntAttr,
+        jobs: IntAttr,
+        quota: IntAttr,
+        caps: IntAttr,
+        cores: IntAttr,
+        coreoffset: IntAttr,
+        pkg: TextAttr,
+        config: Box<[(String, TextAttr)]>,
+        util: Option<Utilisation>,
+    ) -> Result<Self, String> {
+        let mut g = Group {
+            counts,
+            independent,
+            exec,
+            crit,
+            prio,
+            deadline,
+            period,
+            offset,
+            jobs,
+            quota,
+            caps,
+            cores,
+            coreoffset,
+            pkg,
+            config,
+            util,
+            per_copy: 1,
+            count_sizes: Box::new([]),
+            count_radix: Box::new([]),
+            size: 0,
+            util_radix: 1,
+        };
+        g.finish()?;
+        Ok(g)
+    }
+
+    fn digit_radices(&self) -> impl Iterator<Item = u64> + '_ {
+        let deadline = match &self.deadline {
+            DeadlineAttr::Value(a) => a.radix(),
+            DeadlineAttr::Class(_) => 1,
+        };
+        [
+            self.exec.radix(),
+            self.crit.radix(),
+            self.prio.radix(),
+            deadline,
+            self.period.radix(),
+            self.offset.radix(),
+            self.jobs.radix(),
+            self.quota.radix(),
+            self.caps.radix(),
+            self.cores.radix(),
+            self.coreoffset.radix(),
+            self.pkg.radix(),
+        ]
+        .into_iter()
+        .chain(self.config.iter().map(|(_, a)| a.radix()))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        let too_big = || "the space has more than 2^128 variants".to_string();
+        let mut per_copy: u128 = 1;
+        for r in self.digit_radices() {
+            per_copy = per_copy.checked_mul(u128::from(r)).ok_or_else(too_big)?;
+        }
+        self.util_radix = self.util.as_ref().map_or(1, |u| u.total.radix());
+        let mut sizes = Vec::with_capacity(self.counts.len());
+        let mut size: u128 = 0;
+        for &c in self.counts.iter() {
+            let copies = if self.independent {
+                checked_pow(per_copy, c).ok_or_else(too_big)?
+            } else {
+                per_copy
+            };
+            let s = copies
+                .checked_mul(u128::from(self.util_radix))
+                .ok_or_else(too_big)?;
+            sizes.push(s);
+            size = size.checked_add(s).ok_or_else(too_big)?;
+        }
+        self.per_copy = per_copy;
+        self.count_radix = sizes.iter().map(|s| radix_of(*s)).collect();
+        self.count_sizes = sizes.into();
+        self.size = size;
+        Ok(())
+    }
+
+    /// Whether any value of the group is drawn at random.
+    pub(crate) fn is_random(&self) -> bool {
+        let ints = [
+            &self.exec,
+            &self.crit,
+            &self.prio,
+            &self.period,
+            &self.offset,
+            &self.jobs,
+            &self.quota,
+            &self.caps,
+            &self.cores,
+            &self.coreoffset,
+        ];
+        ints.iter().any(|a| a.is_random())
+            || match &self.deadline {
+                DeadlineAttr::Value(a) => a.is_random(),
+                DeadlineAttr::Class(c) => *c != DeadlineClass::Implicit,
+            }
+            || self.pkg.is_random()
+            || self.config.iter().any(|(_, a)| a.is_random())
+            || self.util.is_some()
+    }
+
+    /// Largest number of tasks this group can contribute.
+    pub(crate) fn max_count(&self) -> u32 {
+        self.counts.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Pick the count for a group digit; returns (count, digit within that count).
+    #[inline]
+    fn pick_count(&self, mut digit: u64) -> (u32, u64) {
+        for (i, &c) in self.counts.iter().enumerate() {
+            let r = self.count_radix[i];
+            if r == 0 || digit < r {
+                return (c, digit);
+            }
+            digit -= r;
+        }
+        // Unreachable for digits below `size`; fall back to the last count.
+        (self.counts.last().copied().unwrap_or(0), 0)
+    }
+
+    /// Write this group's tasks for variant `index` into `tasks[first..]`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn build(
+        &self,
+        gi: usize,
+        seed: u64,
+        index: u64,
+        digit: u64,
+        tasks: &mut Vec<Task>,
+        at: &mut usize,
+        shares: &mut Vec<f64>,
+    ) {
+        let (count, digit) = self.pick_count(digit);
+        let (udigit, base) = split(digit, self.util_radix);
+        if let Some(u) = &self.util {
+            let key = draw_key(seed, index, position(gi, GROUP_COPY, 0));
+            let total = u.total.value(udigit, key);
+            let mut rng = SplitMix64::new(draw_key(seed, index, position(gi, GROUP_COPY, 1)));
+            let n = count as usize;
+            match u.method {
+                SplitMethod::UUniFast => {
+                    if !generate::uunifast_discard(
+                        &mut rng,
+                        n,
+                        total,
+                        u.max,
+                        DISCARD_ATTEMPTS,
+                        shares,
+                    ) {
+                        generate::randfixedsum(&mut rng, n, total, u.max, shares);
+                    }
+                }
+                SplitMethod::RandFixedSum => {
+                    generate::randfixedsum(&mut rng, n, total, u.max, shares)
+                }
+            }
+        }
+        let mut running = base;
+        for copy in 0..u64::from(count) {
+            let mut d = if self.independent { running } else { base };
+            let pos = *at;
+            *at += 1;
+            let key = |f: u64| move || draw_key(seed, index, position(gi, copy, f));
+            let mut next = |attr_radix: u64| {
+                let (x, rest) = split(d, attr_radix);
+                d = rest;
+                x
+            };
+            let dx = next(self.exec.radix());
+            let dc = next(self.crit.radix());
+            let dp = next(self.prio.radix());
+            let dd = next(match &self.deadline {
+                DeadlineAttr::Value(a) => a.radix(),
+                DeadlineAttr::Class(_) => 1,
+            });
+            let dper = next(self.period.radix());
+            let doff = next(self.offset.radix());
+            let dj = next(self.jobs.radix());
+            let dq = next(self.quota.radix());
+            let dcaps = next(self.caps.radix());
+            let dcores = next(self.cores.radix());
+            let dco = next(self.coreoffset.radix());
+            let dpkg = next(self.pkg.radix());
+
+            if tasks.len() == pos {
+                tasks.push(Task::new(0, String::new()));
+            }
+            let t = &mut tasks[pos];
+            t.id = pos as u32;
+            t.period_ms = self.period.value(dper, key(F_PERIOD));
+            t.executiontime_ms = match &self.util {
+                Some(_) => generate::execution_ms(
+                    shares.get(copy as usize).copied().unwrap_or(0.0),
+                    t.period_ms,
+                ),
+                None => self.exec.value(dx, key(F_EXEC)),
+            };
+            t.criticaltime_ms = self.crit.value(dc, key(F_CRIT));
+            t.priority = self.prio.value(dp, key(F_PRIO)) as u32;
+            t.deadline_ms = match &self.deadline {
+                DeadlineAttr::Value(a) => a.value(dd, key(F_DEADLINE)),
+                DeadlineAttr::Class(c) => c.deadline_ms(
+                    &mut SplitMix64::new(key(F_DEADLINE)()),
+                    t.executiontime_ms,
+                    t.period_ms,
+                ),
+            };
+            t.offset_ms = self.offset.value(doff, key(F_OFFSET));
+            t.numberofjobs = self.jobs.value(dj, key(F_JOBS)) as u32;
+            t.quota_bytes = self.quota.value(dq, key(F_QUOTA));
+            t.caps = self.caps.value(dcaps, key(F_CAPS)) as u32;
+            t.cores = self.cores.value(dcores, key(F_CORES)) as u32;
+            t.coreoffset = self.coreoffset.value(dco, key(F_COREOFFSET)) as u32;
+            self.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
+            t.config.truncate(self.config.len());
+            for (ci, (name, attr)) in self.config.iter().enumerate() {
+                let (dcfg, rest) = split(d, attr.radix());
+                d = rest;
+                if t.config.len() == ci {
+                    t.config.push((name.clone(), String::new()));
+                }
+                let entry = &mut t.config[ci];
+                if entry.0 != *name {
+                    entry.0.clear();
+                    entry.0.push_str(name);
+                }
+                attr.write(dcfg, key(CONFIG_BASE + ci as u64), &mut entry.1);
+            }
+            if self.independent {
+                running = d;
+            }
+        }
+    }
+}
+
+fn checked_pow(base: u128, exp: u32) -> Option<u128> {
+    let mut acc: u128 = 1;
+    for _ in 0..exp {
+        acc = acc.checked_mul(base)?;
+        if acc == 0 {
+            return Some(0);
+        }
+    }
+    Some(acc)
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) seed: u64,
+    pub(crate) groups: Box<[Group]>,
+    /// Digit base of each group for `split`.
+    group_radix: Box<[u64]>,
+    /// Enumerated combinations (product of group sizes).
+    combinations: u128,
+    combinations_radix: u64,
+    len: SpaceLen,
+    max_tasks: usize,
+    has_util: bool,
+}
+
+/// A lazy, index-addressable space of task-set variants. Cheap to clone (shared).
+///
+/// ```
+/// use taskdist_tasksets::{Spec, SpaceLen};
+/// let spec = Spec::from_toml_str(r#"
+///     [[task]]
+///     pkg = "hey"
+///     priority = [10, 20, 30]
+///     period_ms = { from = 100, to = 200, step = 100 }
+/// "#, "example").unwrap();
+/// let space = spec.space();
+/// assert_eq!(space.len(), SpaceLen::Finite(6));
+/// let v4 = space.get(4).unwrap();
+/// assert_eq!((v4.tasks[0].priority, v4.tasks[0].period_ms), (20, 200));
+/// assert_eq!(space.iter().nth(4).unwrap().1, v4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct VariantSpace {
+    inner: Arc<Inner>,
+}
+
+/// Samples per enumerated combination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Samples {
+    Finite(u64),
+    Unbounded,
+}
+
+impl VariantSpace {
+    pub(crate) fn new(seed: u64, groups: Vec<Group>, samples: Samples) -> Result<Self, String> {
+        let mut combinations: u128 = 1;
+        for g in &groups {
+            combinations = combinations
+                .checked_mul(g.size)
+                .ok_or_else(|| "the space has more than 2^128 variants".to_string())?;
+        }
+        let len = match samples {
+            Samples::Finite(s) => SpaceLen::Finite(
+                combinations
+                    .checked_mul(u128::from(s))
+                    .ok_or_else(|| "the space has more than 2^128 variants".to_string())?,
+            ),
+            Samples::Unbounded => SpaceLen::Unbounded,
+        };
+        let max_tasks = groups.iter().map(|g| g.max_count() as usize).sum();
+        Ok(VariantSpace {
+            inner: Arc::new(Inner {
+                seed,
+                group_radix: groups.iter().map(|g| radix_of(g.size)).collect(),
+                has_util: groups.iter().any(|g| g.util.is_some()),
+                groups: groups.into(),
+                combinations,
+                combinations_radix: radix_of(combinations),
+                len,
+                max_tasks,
+            }),
+        })
+    }
+
+    /// The number of variants.
+    pub fn len(&self) -> SpaceLen {
+        self.inner.len
+    }
+
+    /// Whether the space has no variant (never true for a space built from a valid spec).
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == SpaceLen::Finite(0)
+    }
+
+    /// The number of enumerated combinations (the space without its `samples` factor).
+    pub fn combinations(&self) -> u128 {
+        self.inner.combinations
+    }
+
+    /// Whether any value is drawn at random (else all samples of a combination are equal).
+    pub fn is_random(&self) -> bool {
+        self.inner.groups.iter().any(Group::is_random)
+    }
+
+    /// The seed of all random draws.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// The most tasks any variant has.
+    pub fn max_tasks(&self) -> usize {
+        self.inner.max_tasks
+    }
+
+    /// Build variant `index`.
+    pub fn get(&self, index: u64) -> Result<TaskSet, VariantError> {
+        let mut set = TaskSet {
+            tasks: Vec::with_capacity(self.inner.max_tasks),
+        };
+        self.get_into(index, &mut set)?;
+        Ok(set)
+    }
+
+    /// Build variant `index` into `out`, reusing its allocations (tasks, names, config
+    /// strings). This is the allocation-free path for hot loops.
+    pub fn get_into(&self, index: u64, out: &mut TaskSet) -> Result<(), VariantError> {
+        let inner = &*self.inner;
+        if !inner.len.contains(index) {
+            return Err(VariantError::OutOfRange {
+                index,
+                len: match inner.len {
+                    SpaceLen::Finite(n) => n,
+                    SpaceLen::Unbounded => u128::MAX,
+                },
+            });
+        }
+        self.build(index, out);
+        Ok(())
+    }
+
+    #[inline]
+    fn build(&self, index: u64, out: &mut TaskSet) {
+        let inner = &*self.inner;
+        let (mut combo, _sample) = split(index, inner.combinations_radix);
+        let mut shares = Vec::new();
+        if inner.has_util {
+            shares.reserve(inner.max_tasks);
+        }
+        // Existing tasks (and their string buffers) are overwritten in order; the vector
+        // grows when a variant has more tasks and is truncated when it has fewer.
+        let tasks = &mut out.tasks;
+        let mut at = 0usize;
+        for (gi, g) in inner.groups.iter().enumerate() {
+            let (digit, rest) = split(combo, inner.group_radix[gi]);
+            combo = rest;
+            g.build(gi, inner.seed, index, digit, tasks, &mut at, &mut shares);
+        }
+        tasks.truncate(at);
+    }
+
+    /// Iterate over all variants from index 0, lazily.
+    pub fn iter(&self) -> Variants {
+        self.iter_from(0)
+    }
+
+    /// Iterate over the variants from index `start` on, lazily.
+    pub fn iter_from(&self, start: u64) -> Variants {
+        Variants {
+            space: self.clone(),
+            next: start,
+            end: self.inner.len.addressable(),
+            scratch: TaskSet { tasks: Vec::new() },
+        }
+    }
+}
+
+/// A lazy iterator over `(index, variant)` pairs. See [`VariantSpace::iter_from`].
+///
+/// `nth` skips without building the skipped variants, so `step_by(n)` shards cheaply.
+/// [`Variants::next_into`] reuses a caller's task-set instead of allocating one per variant.
+#[derive(Debug, Clone)]
+pub struct Variants {
+    space: VariantSpace,
+    next: u64,
+    end: Option<u64>,
+    scratch: TaskSet,
+}
+
+impl Variants {
+    /// Build the next variant into `out` (reusing its allocations) and return its index.
+    #[inline]
+    pub fn next_into(&mut self, out: &mut TaskSet) -> Option<u64> {
+        let i = self.next;
+        if self.end.is_some_and(|e| i >= e) {
+            return None;
+        }
+        self.space.build(i, out);
+        self.next = i.checked_add(1)?;
+        Some(i)
+    }
+}
+
+impl Iterator for Variants {
+    type Item = (u64, TaskSet);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let i = self.next_into(&mut scratch)?;
+        let out = scratch.clone();
+        self.scratch = scratch;
+        Some((i, out))
+    }
+
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        self.next = self.next.saturating_add(n as u64);
+        self.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.end {
+            Some(e) => {
+                let n = usize::try_from(e.saturating_sub(self.next)).unwrap_or(usize::MAX);
+                (n, Some(n))
+            }
+            None => (usize::MAX, None),
+        }
+    }
+}
