@@ -209,7 +209,7 @@ pub struct VariantBad {
 }
 
 /// A run ended.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Variants that finished.
     pub done: u64,

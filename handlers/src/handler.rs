@@ -27,9 +27,45 @@ pub enum HandlerError {
     /// SQLite failed.
     #[error("SQLite output: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A result file exists and the handler was not told to overwrite or resume it.
+    #[error("{path}: result file exists; choose another directory, overwrite it, or resume")]
+    Exists {
+        /// The existing file.
+        path: std::path::PathBuf,
+    },
+    /// A file being read back or repaired does not have the expected format.
+    #[error("{path}, line {line}: {reason}")]
+    Format {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line number (0 when the whole file is concerned).
+        line: u64,
+        /// What was found and what was expected.
+        reason: String,
+    },
     /// Anything else a custom handler wants to report.
     #[error("{0}")]
     Other(String),
+}
+
+impl HandlerError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        HandlerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A CSV error on `path`; I/O causes keep their path.
+    pub fn csv(path: impl Into<std::path::PathBuf>, err: csv::Error) -> Self {
+        let path = path.into();
+        let msg = err.to_string();
+        match err.into_kind() {
+            csv::ErrorKind::Io(source) => HandlerError::Io { path, source },
+            _ => HandlerError::Other(format!("{}: CSV error: {msg}", path.display())),
+        }
+    }
 }
 
 /// Receives what happens in a run. Every method has a default that does nothing, so a handler
@@ -65,13 +101,15 @@ pub trait EventHandler: Send {
     async fn taskset_bad(&mut self, _v: &VariantBad) -> Result<(), HandlerError> {
         Ok(())
     }
-    /// Make everything received so far durable (written to the OS). The distributor records a
-    /// variant as done in its resume ledger only after every handler flushed it.
-    async fn flush(&mut self) -> Result<(), HandlerError> {
+    /// The run ended; write the summary and flush everything.
+    async fn run_finished(&mut self, _summary: &RunSummary) -> Result<(), HandlerError> {
         Ok(())
     }
-    /// The run ended; flush and close.
-    async fn run_finished(&mut self, _summary: &RunSummary) -> Result<(), HandlerError> {
+    /// Make everything passed so far durable: when this returns `Ok`, every row of every call
+    /// before it has been handed to the operating system (fsync is not required). The
+    /// distributor records a variant as done in its resume ledger only after a flush, so a
+    /// handler that buffers must write its buffers here.
+    async fn flush(&mut self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
