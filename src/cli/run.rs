@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use taskdist::discovery::ProbeKind;
 use taskdist::distributor::{
-    run_fingerprint, Distributor, Ledger, Metrics, RangeSet, Selection, Workload, DEFAULT_PORT,
+    run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload, DEFAULT_PORT,
 };
 use taskdist::handlers::{
     ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler,

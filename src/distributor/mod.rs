@@ -32,6 +32,7 @@
 mod fanout;
 mod ledger;
 mod metrics;
+mod probe;
 mod queue;
 mod ranges;
 mod run;
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 pub use ledger::{fingerprint, Ledger, LedgerError, LEDGER_FILE};
 pub use metrics::{Metrics, MetricsSnapshot, TargetState, TargetStats};
+pub use probe::ProbeKind;
 pub use queue::{Job, Selection, Take, WorkQueue};
 pub use ranges::RangeSet;
 pub use workload::{VariantSource, Workload};
@@ -51,7 +53,7 @@ use taskdist_handlers::{EventHandler, HandlerError, RunSummary};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::{HostPool, PoolError, ProbeKind};
+use crate::discovery::{HostPool, PoolError};
 use crate::target::{Binaries, Dialect, SessionConfig};
 use fanout::Fanout;
 
@@ -341,7 +343,7 @@ impl Distributor {
         if self.run.is_some() {
             return Err(DistributorError::Busy);
         }
-        if workload.admission.is_some() && !self.cfg.session.dialect.accepts_admission() {
+        if workload.admission.is_some() && !self.cfg.session.dialect.has_optimize() {
             return Err(DistributorError::Config(format!(
                 "admission-control data cannot be delivered to {} targets (only v1 has OPTIMIZE); \
                  drop the admission data or use --dialect v1",

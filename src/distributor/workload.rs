@@ -83,3 +83,35 @@ impl From<TaskSet> for Workload {
         Workload::new(t)
     }
 }
+
+impl VariantSource for taskdist_tasksets::Spec {
+    fn len(&self) -> Option<u64> {
+        match taskdist_tasksets::Spec::len(self) {
+            taskdist_tasksets::SpaceLen::Finite(n) => Some(u64::try_from(n).unwrap_or(u64::MAX)),
+            taskdist_tasksets::SpaceLen::Unbounded => None,
+        }
+    }
+    fn get(&self, index: u64) -> Result<TaskSet, String> {
+        self.space().get(index).map_err(|e| e.to_string())
+    }
+    fn name(&self) -> String {
+        self.name().to_owned()
+    }
+    fn text(&self) -> String {
+        self.text().to_owned()
+    }
+    fn seed(&self) -> u64 {
+        taskdist_tasksets::Spec::seed(self)
+    }
+}
+
+impl From<taskdist_tasksets::Spec> for Workload {
+    /// The spec's variants with the spec's admission-control data, if any.
+    fn from(spec: taskdist_tasksets::Spec) -> Self {
+        let admission = spec.admission();
+        Workload {
+            source: Arc::new(spec),
+            admission,
+        }
+    }
+}
