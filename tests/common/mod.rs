@@ -1,0 +1,128 @@
+//! Helpers shared by the distributor tests: an in-memory handler that checks the
+//! exactly-once rules, and small specs.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use taskdist::handlers::{
+    EventHandler, HandlerError, RunInfo, RunSummary, VariantBad, VariantFinished, VariantStarted,
+    VariantStopped,
+};
+
+/// What a [`Recorder`] saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub runs: u32,
+    pub started: u64,
+    pub stopped: Vec<(u64, String)>,
+    /// variant -> (attempt, event count)
+    pub finished: BTreeMap<u64, Vec<(u32, usize)>>,
+    /// variant -> reasons
+    pub bad: BTreeMap<u64, Vec<String>>,
+    pub summary: Option<RunSummary>,
+    pub flushes: u64,
+}
+
+impl Seen {
+    /// Every variant in `0..n` has exactly one outcome, and no other variant has one.
+    pub fn assert_exactly_once(&self, n: u64) {
+        for i in 0..n {
+            let f = self.finished.get(&i).map_or(0, Vec::len);
+            let b = self.bad.get(&i).map_or(0, Vec::len);
+            assert_eq!(f + b, 1, "variant {i}: {f} finished and {b} bad outcomes");
+        }
+        let extra: Vec<_> = self
+            .finished
+            .keys()
+            .chain(self.bad.keys())
+            .filter(|&&k| k >= n)
+            .collect();
+        assert!(extra.is_empty(), "outcomes for unselected variants {extra:?}");
+    }
+}
+
+/// An in-memory handler.
+#[derive(Clone, Default)]
+pub struct Recorder(pub Arc<Mutex<Seen>>);
+
+impl Recorder {
+    pub fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn run_started(&mut self, _run: &RunInfo) -> Result<(), HandlerError> {
+        self.seen().runs += 1;
+        Ok(())
+    }
+    async fn taskset_started(&mut self, _v: &VariantStarted) -> Result<(), HandlerError> {
+        self.seen().started += 1;
+        Ok(())
+    }
+    async fn taskset_finished(&mut self, v: &VariantFinished) -> Result<(), HandlerError> {
+        // Each (task, time, type) appears once: no duplicated event within an attempt.
+        let mut keys = HashSet::new();
+        for e in &v.events {
+            let k = (e.event.task_id, e.event.time_ms, e.event.kind.clone());
+            assert!(keys.insert(k.clone()) || matches!(k.2, taskdist::handlers::EventKind::Start),
+                "duplicated event {k:?} in variant {}", v.id.variant);
+        }
+        self.seen()
+            .finished
+            .entry(v.id.variant)
+            .or_default()
+            .push((v.id.attempt, v.events.len()));
+        Ok(())
+    }
+    async fn taskset_stopped(&mut self, v: &VariantStopped) -> Result<(), HandlerError> {
+        self.seen().stopped.push((v.id.variant, v.reason.clone()));
+        Ok(())
+    }
+    async fn taskset_bad(&mut self, v: &VariantBad) -> Result<(), HandlerError> {
+        self.seen()
+            .bad
+            .entry(v.id.variant)
+            .or_default()
+            .push(v.reason.clone());
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), HandlerError> {
+        self.seen().flushes += 1;
+        Ok(())
+    }
+    async fn run_finished(&mut self, s: &RunSummary) -> Result<(), HandlerError> {
+        self.seen().summary = Some(s.clone());
+        Ok(())
+    }
+}
+
+/// A spec with `n` variants of two short tasks (priority sweep).
+pub fn spec_with(n: u32) -> taskdist::tasksets::Spec {
+    let last = 100 + n - 1;
+    let text = format!(
+        r#"
+name = "test"
+description = "two short tasks, {n} period variants"
+seed = 7
+
+[[task]]
+pkg = "hey"
+period_ms = {{ from = 100, to = {last} }}
+numberofjobs = 3
+priority = 3
+
+[[task]]
+pkg = "hey"
+period_ms = 50
+offset_ms = 10
+numberofjobs = 2
+priority = 5
+"#
+    );
+    taskdist::tasksets::Spec::from_toml_str(&text, "test-spec").expect("test spec parses")
+}
