@@ -1,0 +1,253 @@
+//! ICMP echo probing through surge-ping, built for many probes in flight.
+//!
+//! # Why a naive surge-ping loop loses replies, and what this prober does instead
+//! - **Receive buffer overflow.** surge-ping reads every reply of a client on one socket in one
+//!   task. All replies of a burst queue in that socket's receive buffer until the task drains
+//!   them; when the buffer (`net.core.rmem_default`, 208 KiB) is full the kernel drops the
+//!   reply silently. On loopback a *raw* ICMP socket also receives a copy of every echo
+//!   *request* it sends, so each probe queues two packets of roughly 1 KiB of buffer
+//!   accounting (`truesize`) each: a burst of a few hundred probes overflows the default
+//!   buffer, which is how 256 in flight lost about half of a /24. This prober enlarges the
+//!   receive buffer ([`IcmpConfig::recv_buffer_bytes`], capped by `net.core.rmem_max`) and the
+//!   sweep bounds the burst with its window and pacing.
+//! - **One socket, unique tokens.** Every client owns a socket and a reply-dispatch task, and a
+//!   raw socket receives every ICMP packet of the host. A loop that creates a client per probe
+//!   multiplies the copies; reusing one identifier and sequence lets a late reply of an earlier
+//!   probe complete a later one. This prober shares one client per address family and gives
+//!   each probe a unique (identifier, sequence) pair (with datagram sockets the kernel sets the
+//!   identifier and demultiplexes; the sequence is then unique per prober).
+//! - **Kernel rate limits.** `net.ipv4.icmp_msgs_per_sec`/`icmp_msgs_burst` (global) and
+//!   `icmp_ratelimit` (per destination) only limit the ICMP types in
+//!   `net.ipv4.icmp_ratemask` (default 6168: unreachable, source quench, time exceeded,
+//!   parameter problem); echo replies are not in the default mask, and loopback is exempt from
+//!   the per-destination limit. A system whose mask includes type 0 limits replies to
+//!   `icmp_msgs_per_sec`; the sweep's retries (and a lower `--rate`) recover those.
+//!
+//! Unprivileged use: with `sock_type` [`IcmpSocketKind::Auto`] the prober first tries an ICMP
+//! datagram socket (allowed where `net.ipv4.ping_group_range` includes the user's group) and
+//! falls back to a raw socket (root or `CAP_NET_RAW`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use surge_ping::{Client, Config, PingIdentifier, PingSequence, SurgeError, ICMP};
+
+use super::probe::{ProbeResult, Prober};
+
+/// `SOCK_DGRAM` and `SOCK_RAW` (the same values on Linux, the BSDs and macOS).
+const SOCK_DGRAM: i32 = 2;
+const SOCK_RAW: i32 = 3;
+
+/// Which kind of ICMP socket to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IcmpSocketKind {
+    /// Datagram ("ping") socket where `net.ipv4.ping_group_range` allows it, else raw.
+    #[default]
+    Auto,
+    /// Raw socket only (needs root or `CAP_NET_RAW`).
+    Raw,
+    /// Unprivileged datagram socket only.
+    Datagram,
+}
+
+/// Settings of an [`IcmpProber`].
+#[derive(Debug, Clone)]
+pub struct IcmpConfig {
+    /// How long to wait for one echo reply.
+    pub timeout: Duration,
+    /// Requested receive buffer of each ICMP socket in bytes (the kernel doubles it and caps it
+    /// at `net.core.rmem_max`); `None` keeps the kernel default. Default 8 MiB.
+    pub recv_buffer_bytes: Option<usize>,
+    /// Kind of socket to open.
+    pub sock_type: IcmpSocketKind,
+    /// Bytes of payload in each echo request.
+    pub payload_len: usize,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        IcmpConfig {
+            timeout: Duration::from_secs(1),
+            recv_buffer_bytes: Some(8 << 20),
+            sock_type: IcmpSocketKind::Auto,
+            payload_len: 16,
+        }
+    }
+}
+
+/// Why an [`IcmpProber`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum IcmpError {
+    /// Neither an IPv4 nor an IPv6 ICMP socket could be opened.
+    #[error(
+        "cannot open an ICMP socket (IPv4: {v4}; IPv6: {v6}); run as root, grant CAP_NET_RAW, \
+         allow unprivileged ICMP with `sysctl net.ipv4.ping_group_range=\"0 2147483647\"`, or \
+         use --probe tcp"
+    )]
+    Open {
+        /// The IPv4 error.
+        v4: String,
+        /// The IPv6 error.
+        v6: String,
+    },
+}
+
+/// One opened ICMP client (socket plus surge-ping's reply-dispatch task).
+struct Family {
+    client: Client,
+    raw: bool,
+    recv_buffer: Option<usize>,
+}
+
+/// ICMP echo prober: one shared surge-ping client per address family, a unique
+/// (identifier, sequence) per probe, and an enlarged receive buffer. See the module docs for
+/// why. Ports of probed addresses are ignored.
+pub struct IcmpProber {
+    cfg: IcmpConfig,
+    v4: Result<Family, String>,
+    v6: Result<Family, String>,
+    ident_base: u16,
+    counter: AtomicU32,
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for IcmpProber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcmpProber")
+            .field("cfg", &self.cfg)
+            .field("v4_raw", &self.v4.as_ref().map(|f| f.raw))
+            .field("v6_raw", &self.v6.as_ref().map(|f| f.raw))
+            .field("recv_buffer_v4", &self.recv_buffer_bytes())
+            .finish()
+    }
+}
+
+fn open_family(kind: ICMP, cfg: &IcmpConfig) -> Result<Family, String> {
+    // surge-ping uses its own socket2 version; socket types are passed as their C values.
+    let hint = match cfg.sock_type {
+        IcmpSocketKind::Raw => SOCK_RAW,
+        IcmpSocketKind::Auto | IcmpSocketKind::Datagram => SOCK_DGRAM,
+    };
+    let config = Config::builder()
+        .kind(kind)
+        .sock_type_hint(hint.into())
+        .build();
+    let client = Client::new(&config).map_err(|e| e.to_string())?;
+    let socket = client.get_socket();
+    let raw = i32::from(socket.get_type()) == SOCK_RAW;
+    match (cfg.sock_type, raw) {
+        (IcmpSocketKind::Raw, false) => return Err("no raw ICMP socket allowed".into()),
+        (IcmpSocketKind::Datagram, true) => {
+            return Err("unprivileged ICMP sockets are not allowed \
+                        (net.ipv4.ping_group_range)"
+                .into())
+        }
+        _ => {}
+    }
+    // SAFETY: the descriptor belongs to `client`'s socket, which `client` keeps open for the
+    // whole lifetime of this borrow (the borrow ends within this function).
+    let fd = unsafe { BorrowedFd::borrow_raw(socket.get_native_sock()) };
+    let sock = socket2::SockRef::from(&fd);
+    if let Some(bytes) = cfg.recv_buffer_bytes {
+        if let Err(e) = sock.set_recv_buffer_size(bytes) {
+            tracing::warn!("cannot enlarge the ICMP receive buffer to {bytes} bytes: {e}");
+        }
+    }
+    let recv_buffer = sock.recv_buffer_size().ok();
+    tracing::debug!(?kind, raw, ?recv_buffer, "opened ICMP socket");
+    Ok(Family {
+        client,
+        raw,
+        recv_buffer,
+    })
+}
+
+impl IcmpProber {
+    /// Opens the ICMP sockets (IPv4 and IPv6). Must run inside a Tokio runtime (surge-ping
+    /// spawns its reply-dispatch task). Fails only when neither family can be opened; probes
+    /// of a family that failed report [`ProbeResult::Error`].
+    pub fn open(cfg: IcmpConfig) -> Result<IcmpProber, IcmpError> {
+        let v4 = open_family(ICMP::V4, &cfg);
+        let v6 = open_family(ICMP::V6, &cfg);
+        if let (Err(a), Err(b)) = (&v4, &v6) {
+            return Err(IcmpError::Open {
+                v4: a.clone(),
+                v6: b.clone(),
+            });
+        }
+        let payload = vec![0x5a; cfg.payload_len];
+        Ok(IcmpProber {
+            cfg,
+            v4,
+            v6,
+            ident_base: rand::random(),
+            counter: AtomicU32::new(0),
+            payload,
+        })
+    }
+
+    /// True when the IPv4 socket is a raw socket (false: datagram socket, or not open).
+    pub fn is_raw(&self) -> bool {
+        self.v4.as_ref().map(|f| f.raw).unwrap_or(false)
+    }
+
+    /// The receive buffer size the kernel granted to the IPv4 socket, if it is open.
+    pub fn recv_buffer_bytes(&self) -> Option<usize> {
+        self.v4.as_ref().ok().and_then(|f| f.recv_buffer)
+    }
+
+    /// The prober's settings.
+    pub fn config(&self) -> &IcmpConfig {
+        &self.cfg
+    }
+}
+
+#[async_trait]
+impl Prober for IcmpProber {
+    async fn probe(&self, addr: SocketAddr) -> ProbeResult {
+        let family = match addr.ip() {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => &self.v6,
+        };
+        let family = match family {
+            Ok(f) => f,
+            Err(e) => return ProbeResult::Error(format!("no ICMP socket for {addr}: {e}")),
+        };
+        // A unique (identifier, sequence) per probe: 2^32 probes before a pair repeats.
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let ident = PingIdentifier(self.ident_base ^ (n >> 16) as u16);
+        let seq = PingSequence(n as u16);
+        let mut pinger = family.client.pinger(addr.ip(), ident).await;
+        pinger.timeout(self.cfg.timeout);
+        if let SocketAddr::V6(sa) = addr {
+            pinger.scope_id(sa.scope_id());
+        }
+        match pinger.ping(seq, &self.payload).await {
+            Ok((_packet, rtt)) => ProbeResult::Up { rtt },
+            Err(SurgeError::Timeout { .. }) => ProbeResult::Timeout,
+            Err(SurgeError::IOError(e)) => match e.kind() {
+                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                    ProbeResult::Unreachable
+                }
+                // The kernel refused to queue the request (send buffer full): the probe did
+                // not go out, so a retry can still answer.
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::OutOfMemory => {
+                    ProbeResult::Timeout
+                }
+                _ => ProbeResult::Error(format!("ping {}: {e}", addr.ip())),
+            },
+            Err(e) => ProbeResult::Error(format!("ping {}: {e}", addr.ip())),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "icmp"
+    }
+
+    fn suggested_window(&self) -> usize {
+        4096
+    }
+}
