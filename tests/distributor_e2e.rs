@@ -1,0 +1,176 @@
+//! End-to-end runs of the distributor against simulated targets on 127.0.0.x.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{spec_with, Recorder};
+use taskdist::distributor::{Distributor, DistributorError, ProbeKind};
+use taskdist::handlers::CsvHandler;
+use taskdist::sim::{SimCluster, SimConfig};
+use taskdist::target::Dialect;
+use taskdist::{AdmissionControl, Goal};
+
+/// Events of one variant of `spec_with`: task 0 runs 3 jobs, task 1 runs 2 jobs; each job has
+/// START and an exit event, each task one JOBS_DONE.
+const EVENTS_PER_VARIANT: usize = 3 * 2 + 1 + 2 * 2 + 1;
+
+async fn cluster(n: usize, first: [u8; 4], cfg: SimConfig) -> SimCluster {
+    SimCluster::start(n, Ipv4Addr::from(first), 0, cfg)
+        .await
+        .expect("simulated targets start on loopback")
+}
+
+fn builder(sim: &SimCluster) -> taskdist::distributor::DistributorBuilder {
+    Distributor::builder()
+        .hosts(sim.addrs().iter().map(|a| a.to_string()))
+        .expect("loopback addresses parse")
+        .probe(ProbeKind::Tcp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_run_gives_every_variant_exactly_one_outcome() {
+    let sim = cluster(4, [127, 0, 10, 2], SimConfig::default()).await;
+    let rec = Recorder::default();
+    let mut d = builder(&sim).handler(rec.clone()).build().unwrap();
+    d.start(spec_with(40)).await.unwrap();
+    let summary = d.wait().await.unwrap();
+    assert_eq!((summary.done, summary.bad), (40, 0));
+    assert!(!summary.interrupted);
+    let m = d.metrics();
+    assert_eq!(m.done, 40);
+    assert!(m.targets.iter().map(|(_, t)| t.completed).sum::<u64>() == 40);
+    d.close().await.unwrap();
+    sim.shutdown().await;
+
+    let seen = rec.seen();
+    seen.assert_exactly_once(40);
+    for (v, outcomes) in &seen.finished {
+        assert_eq!(outcomes[0].1, EVENTS_PER_VARIANT, "variant {v}");
+    }
+    assert_eq!(seen.runs, 1);
+    assert!(seen.summary.as_ref().is_some_and(|s| s.done == 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_taskset_through_the_api() {
+    let sim = cluster(2, [127, 0, 11, 2], SimConfig::default()).await;
+    let rec = Recorder::default();
+    let mut d = builder(&sim).handler(rec.clone()).build().unwrap();
+    let mut t = taskdist::Task::new(0, "hey");
+    t.numberofjobs = 4;
+    t.period_ms = 10;
+    d.start(taskdist::TaskSet::new(vec![t]).unwrap()).await.unwrap();
+    let s = d.wait().await.unwrap();
+    assert_eq!(s.done, 1);
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    assert_eq!(rec.seen().finished[&0][0].1, 4 * 2 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_data_is_refused_for_v3_and_delivered_to_v1() {
+    let ac = AdmissionControl {
+        goal: Goal::Fairness,
+        query_interval_ms: 1000,
+    };
+    let sim = cluster(1, [127, 0, 12, 2], SimConfig::default()).await;
+    let mut d = builder(&sim).build().unwrap();
+    let err = d.start_with(spec_with(2), ac).await.unwrap_err();
+    assert!(matches!(err, DistributorError::Config(_)), "{err}");
+    assert!(err.to_string().contains("v1"), "{err}");
+    d.close().await.unwrap();
+    sim.shutdown().await;
+
+    let cfg = SimConfig {
+        dialect: Dialect::V1,
+        ..SimConfig::default()
+    };
+    let sim = cluster(2, [127, 0, 12, 10], cfg).await;
+    let rec = Recorder::default();
+    let mut d = builder(&sim)
+        .dialect(Dialect::V1)
+        .handler(rec.clone())
+        .build()
+        .unwrap();
+    // Start, stop, and start again with admission-control data.
+    d.start(spec_with(6)).await.unwrap();
+    let first = d.stop().await.unwrap();
+    d.start_with(spec_with(6), ac).await.unwrap();
+    let second = d.wait().await.unwrap();
+    assert_eq!(second.done + second.bad, 6, "first run: {first:?}");
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    assert_eq!(rec.seen().runs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let n = 300;
+    let sim = cluster(3, [127, 0, 13, 2], SimConfig::default()).await;
+
+    let mut d = builder(&sim)
+        .handler(CsvHandler::create(&out).unwrap())
+        .ledger(&out, false)
+        .build()
+        .unwrap();
+    d.start(spec_with(n)).await.unwrap();
+    // Let part of the run happen, then stop it.
+    let metrics = d.metrics_handle();
+    for _ in 0..2000 {
+        if metrics.snapshot().done >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = d.stop().await.unwrap();
+    d.close().await.unwrap();
+
+    // A fresh distributor resumes the same directory.
+    let (_, done) = taskdist::distributor::Ledger::resume(
+        &out,
+        &taskdist::distributor::run_fingerprint(
+            &spec_with(n).into(),
+            taskdist::distributor::Selection::default(),
+        ),
+    )
+    .unwrap();
+    let mut d = builder(&sim)
+        .handler(CsvHandler::resume(&out, &|i| done.contains(i)).unwrap())
+        .ledger(&out, true)
+        .build()
+        .unwrap();
+    d.start(spec_with(n)).await.unwrap();
+    let second = d.wait().await.unwrap();
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    assert_eq!(first.done + second.done, u64::from(n), "{first:?} {second:?}");
+
+    let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut seen = vec![0u32; n as usize];
+    for r in &rows {
+        seen[r.variant as usize] += 1;
+    }
+    assert!(seen.iter().all(|&c| c == 1), "variant rows not exactly once");
+    let events = taskdist::handlers::reader::read_events(out.join("events.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(events.len(), n as usize * EVENTS_PER_VARIANT);
+
+    // Resuming with another spec is refused.
+    let err = builder(&sim)
+        .ledger(&out, true)
+        .build()
+        .unwrap()
+        .start(spec_with(n + 1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("different spec"), "{err}");
+}
