@@ -38,9 +38,9 @@ pub fn synthetic_image(name: &str) -> Bytes {
     let mut v = Vec::with_capacity(SYNTHETIC_IMAGE_BYTES);
     v.extend_from_slice(b"\x7fELF");
     v.extend_from_slice(name.as_bytes());
-    let mut x: u32 = name
-        .bytes()
-        .fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let mut x: u32 = name.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     while v.len() < SYNTHETIC_IMAGE_BYTES {
         x ^= x << 13;
         x ^= x >> 17;

@@ -446,7 +446,9 @@ mod tests {
         assert_eq!(&f[..4], &[0x90, 0, 0, 0]);
         let (m, _) = decode_server(&f, Expect::GoSend, 1000).unwrap().unwrap();
         assert!(matches!(m, ServerMsg::Frame(_)));
-        let (m, n) = decode_server(&f[..4], Expect::GoSend, 1000).unwrap().unwrap();
+        let (m, n) = decode_server(&f[..4], Expect::GoSend, 1000)
+            .unwrap()
+            .unwrap();
         assert_eq!((m, n), (ServerMsg::GoSend, 4));
         assert_eq!(decode_server(&f[..4], Expect::Frames, 1000), Ok(None));
     }

@@ -746,8 +746,13 @@ impl Session {
                 done: false,
             })
             .collect();
-        let index: Option<HashMap<u32, usize>> = (counts.len() > 16)
-            .then(|| counts.iter().enumerate().map(|(i, c)| (c.task_id, i)).collect());
+        let index: Option<HashMap<u32, usize>> = (counts.len() > 16).then(|| {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.task_id, i))
+                .collect()
+        });
         let mut remaining = counts.len();
         let mut events: Vec<TimedEvent> = Vec::new();
         let limit = silence_limit(set, &self.cfg);
@@ -822,12 +827,16 @@ impl Session {
             }
             let mut deadline = last_event + limit;
             if v3 {
-                deadline = deadline.min(probe_deadline.unwrap_or(last_life + self.cfg.liveness_interval));
+                deadline =
+                    deadline.min(probe_deadline.unwrap_or(last_life + self.cfg.liveness_interval));
             }
             if polls {
                 deadline = deadline.min(next_poll);
             }
-            if self.fill(deadline, "waiting for job events", Some(cancel)).await? {
+            if self
+                .fill(deadline, "waiting for job events", Some(cancel))
+                .await?
+            {
                 continue;
             }
             let now = Instant::now();

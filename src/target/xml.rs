@@ -573,9 +573,7 @@ pub fn parse_optimize(doc: &[u8]) -> Result<AdmissionControl, XmlError> {
             Event::Text(t) => {
                 let p: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
                 let v = t.as_ref();
-                let num = |field| {
-                    parse_dec::<u32>(v, "optimize", field, "a decimal u32").map(Some)
-                };
+                let num = |field| parse_dec::<u32>(v, "optimize", field, "a decimal u32").map(Some);
                 match p.as_slice() {
                     [_, b"goal", b"fairness", b"apply"] => fair = num("apply")?.unwrap_or(0),
                     [_, b"goal", b"utilization", b"apply"] => util = num("apply")?.unwrap_or(0),
@@ -631,14 +629,18 @@ mod tests {
 
     #[test]
     fn taskset_numbers_wrap_and_config_required() {
-        let doc = b"<x><periodictask><id>4294967297</id><pkg>a</pkg><config/></periodictask><other/></x>";
+        let doc =
+            b"<x><periodictask><id>4294967297</id><pkg>a</pkg><config/></periodictask><other/></x>";
         let t = parse_taskset(doc).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].id, 1);
         let doc = b"<x><periodictask><id>1</id><pkg>a</pkg></periodictask></x>";
         assert!(matches!(
             parse_taskset(doc),
-            Err(XmlError::Missing { field: "config", .. })
+            Err(XmlError::Missing {
+                field: "config",
+                ..
+            })
         ));
     }
 

@@ -1,0 +1,277 @@
+//! Fault injection for simulated targets: seeded random draws and explicit per-host plans.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// A fault a simulated host can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// At START: stop answering (no pushes, no echo), keep reading and keep the socket open,
+    /// for the rest of the connection.
+    Freeze,
+    /// At START: push the first half of the events, then close the connection.
+    Drop,
+    /// At START: push a frame of the right length whose content is not XML.
+    Garbage,
+    /// At START: announce a frame of 64 MiB (and send a few bytes of it).
+    Oversized,
+    /// Delay every answer and push by [`FaultConfig::slow_delay`] (from the triggering START
+    /// for the rest of the connection; a plan with `at_run = 0` applies from the first byte).
+    Slow,
+    /// At START: one job ends with EXIT_ERROR instead of its normal end.
+    ExitError,
+    /// At START: "reboot": forget binaries and tasks, reset the clock, close the connection.
+    Reboot,
+    /// Refuse connections: the host has no listener (plans only; rates use `refuse`).
+    Refuse,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Freeze,
+        FaultKind::Drop,
+        FaultKind::Garbage,
+        FaultKind::Oversized,
+        FaultKind::Slow,
+        FaultKind::ExitError,
+        FaultKind::Reboot,
+        FaultKind::Refuse,
+    ];
+
+    /// The lowercase name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Freeze => "freeze",
+            FaultKind::Drop => "drop",
+            FaultKind::Garbage => "garbage",
+            FaultKind::Oversized => "oversized",
+            FaultKind::Slow => "slow",
+            FaultKind::ExitError => "exit-error",
+            FaultKind::Reboot => "reboot",
+            FaultKind::Refuse => "refuse",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A fault specification that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad fault {input:?}: {reason}")]
+pub struct FaultParseError {
+    /// The input.
+    pub input: String,
+    /// What was expected.
+    pub reason: String,
+}
+
+impl FromStr for FaultKind {
+    type Err = FaultParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == norm)
+            .ok_or_else(|| FaultParseError {
+                input: s.to_owned(),
+                reason: "expected one of freeze, drop, garbage, oversized, slow, exit-error, reboot, refuse".into(),
+            })
+    }
+}
+
+/// An explicit fault for one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Host index (0 = the first address of the cluster).
+    pub host: usize,
+    /// The fault.
+    pub kind: FaultKind,
+    /// The host's run (0-based count of STARTs it received) at which the fault triggers.
+    pub at_run: u64,
+    /// Trigger again at every later run.
+    pub repeat: bool,
+}
+
+impl FromStr for FaultPlan {
+    type Err = FaultParseError;
+
+    /// `HOST=KIND[@RUN][+]`, e.g. `3=freeze`, `0=exit-error@2`, `1=drop@0+` (every run).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| FaultParseError {
+            input: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (host, rest) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected HOST=KIND[@RUN][+]"))?;
+        let host: usize = host
+            .trim()
+            .parse()
+            .map_err(|_| bad("HOST must be a host index (0, 1, ...)"))?;
+        let (rest, repeat) = match rest.strip_suffix('+') {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        let (kind, at_run) = match rest.split_once('@') {
+            Some((k, n)) => (
+                k,
+                n.trim()
+                    .parse()
+                    .map_err(|_| bad("RUN must be a run index (0, 1, ...)"))?,
+            ),
+            None => (rest, 0),
+        };
+        Ok(FaultPlan {
+            host,
+            kind: kind.parse()?,
+            at_run,
+            repeat,
+        })
+    }
+}
+
+/// Per-run probabilities of each fault (0.0 = never). `refuse` is drawn once per host at
+/// start.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// [`FaultKind::Freeze`]
+    pub freeze: f64,
+    /// [`FaultKind::Drop`]
+    pub drop: f64,
+    /// [`FaultKind::Garbage`]
+    pub garbage: f64,
+    /// [`FaultKind::Oversized`]
+    pub oversized: f64,
+    /// [`FaultKind::Slow`]
+    pub slow: f64,
+    /// [`FaultKind::ExitError`]
+    pub exit_error: f64,
+    /// [`FaultKind::Reboot`]
+    pub reboot: f64,
+    /// [`FaultKind::Refuse`], per host.
+    pub refuse: f64,
+}
+
+impl FaultRates {
+    /// The rate of a kind.
+    pub fn get(&self, kind: FaultKind) -> f64 {
+        match kind {
+            FaultKind::Freeze => self.freeze,
+            FaultKind::Drop => self.drop,
+            FaultKind::Garbage => self.garbage,
+            FaultKind::Oversized => self.oversized,
+            FaultKind::Slow => self.slow,
+            FaultKind::ExitError => self.exit_error,
+            FaultKind::Reboot => self.reboot,
+            FaultKind::Refuse => self.refuse,
+        }
+    }
+
+    /// Set the rate of a kind (clamped to 0..=1).
+    pub fn set(&mut self, kind: FaultKind, p: f64) {
+        let p = if p.is_finite() {
+            p.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        match kind {
+            FaultKind::Freeze => self.freeze = p,
+            FaultKind::Drop => self.drop = p,
+            FaultKind::Garbage => self.garbage = p,
+            FaultKind::Oversized => self.oversized = p,
+            FaultKind::Slow => self.slow = p,
+            FaultKind::ExitError => self.exit_error = p,
+            FaultKind::Reboot => self.reboot = p,
+            FaultKind::Refuse => self.refuse = p,
+        }
+    }
+}
+
+/// Fault injection settings of a simulated cluster. The draws use
+/// [`SimConfig::seed`](super::SimConfig::seed) and the host index, so a run is repeatable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultConfig {
+    /// Random faults per run.
+    pub rates: FaultRates,
+    /// Explicit faults.
+    pub plans: Vec<FaultPlan>,
+    /// Delay of the slow fault.
+    pub slow_delay: Duration,
+}
+
+impl Default for FaultConfig {
+    /// No faults; slow delay 2 s.
+    fn default() -> Self {
+        FaultConfig {
+            rates: FaultRates::default(),
+            plans: Vec::new(),
+            slow_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl FaultConfig {
+    /// Whether host `host` refuses connections (an explicit plan, or the `refuse` rate drawn
+    /// with `rng`).
+    pub(crate) fn refuses(&self, host: usize, rng: &mut StdRng) -> bool {
+        let planned = self
+            .plans
+            .iter()
+            .any(|p| p.host == host && p.kind == FaultKind::Refuse);
+        let drawn = self.rates.refuse > 0.0 && rng.gen_bool(self.rates.refuse);
+        planned || drawn
+    }
+
+    /// Whether a planned `kind` applies to `host` at run `run`.
+    pub(crate) fn planned(&self, host: usize, run: u64, kind: FaultKind) -> bool {
+        self.plans.iter().any(|p| {
+            p.host == host && p.kind == kind && (p.at_run == run || (p.repeat && run >= p.at_run))
+        })
+    }
+
+    /// The faults of run `run` on `host` (plans plus random draws, in [`FaultKind::ALL`]
+    /// order, without Refuse).
+    pub(crate) fn draw(&self, host: usize, run: u64, rng: &mut StdRng) -> Vec<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|&k| k != FaultKind::Refuse)
+            .filter(|&k| {
+                let p = self.rates.get(k);
+                let drawn = p > 0.0 && rng.gen_bool(p);
+                drawn || self.planned(host, run, k)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_syntax() {
+        let p: FaultPlan = "3=exit_error@2+".parse().unwrap();
+        assert_eq!(
+            p,
+            FaultPlan {
+                host: 3,
+                kind: FaultKind::ExitError,
+                at_run: 2,
+                repeat: true
+            }
+        );
+        let p: FaultPlan = "0=freeze".parse().unwrap();
+        assert_eq!((p.at_run, p.repeat), (0, false));
+        assert!("x=freeze".parse::<FaultPlan>().is_err());
+        assert!("1=melt".parse::<FaultPlan>().is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! Bytes on the wire: encoders, decoders and a scripted server that checks every byte the
+//! client sends, including pushes where GO_SEND and the AVAILABLE echo are expected.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use taskdist::handlers::EventKind;
+use taskdist::target::frame::{self, ClientMsg, Command, Expect, FrameError, ServerMsg};
+use taskdist::target::{Binaries, Dialect, Session, SessionConfig};
+use taskdist::{AdmissionControl, Goal, Task, TaskSet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[test]
+fn command_words_are_little_endian() {
+    let cases: [(Command, [u8; 4]); 11] = [
+        (Command::SendDescs, [0xE5, 0x0D, 0, 0]),
+        (Command::Clear, [0xE6, 0x0D, 0, 0]),
+        (Command::SendBinaries, [0x1E, 0xF1, 0xE5, 0x0D]),
+        (Command::GoSend, [0x90, 0, 0, 0]),
+        (Command::Start, [0xE5, 0x4D, 0x51, 0x00]),
+        (Command::Stop, [0xE6, 0x4D, 0x51, 0x00]),
+        (Command::GetProfile, [0xD1, 0x59, 0x01, 0x00]),
+        (Command::GetLive, [0xD2, 0x59, 0x01, 0x00]),
+        (Command::Reboot, [0xD3, 0x59, 0x01, 0x00]),
+        (Command::Available, [0xAA, 0xAA, 0x0A, 0x00]),
+        (Command::Optimize, [0x74, 0x70, 0x6F, 0x00]),
+    ];
+    for (cmd, bytes) in cases {
+        let mut v = Vec::new();
+        frame::encode_command(&mut v, cmd);
+        assert_eq!(v, bytes, "{cmd}");
+    }
+}
+
+#[test]
+fn payload_commands_and_binary_header() {
+    let mut v = Vec::new();
+    frame::encode_send_descs(&mut v, b"<taskset/>").unwrap();
+    assert_eq!(&v[..8], &[0xE5, 0x0D, 0, 0, 10, 0, 0, 0]);
+    assert_eq!(&v[8..], b"<taskset/>");
+
+    let ac = AdmissionControl {
+        goal: Goal::Fairness,
+        query_interval_ms: 1000,
+    };
+    let mut v = Vec::new();
+    frame::encode_optimize(&mut v, ac.to_xml().as_bytes()).unwrap();
+    assert_eq!(&v[..4], &[0x74, 0x70, 0x6F, 0x00]);
+    assert_eq!(
+        u32::from_le_bytes([v[4], v[5], v[6], v[7]]) as usize,
+        v.len() - 8
+    );
+
+    let mut v = Vec::new();
+    frame::encode_send_binaries(&mut v, 2);
+    assert_eq!(v, [0x1E, 0xF1, 0xE5, 0x0D, 2, 0, 0, 0]);
+
+    let mut v = Vec::new();
+    frame::encode_binary(&mut v, "hey", b"\x7fELF!").unwrap();
+    let mut want = b"hey".to_vec();
+    want.resize(16, 0);
+    want.extend_from_slice(&[5, 0, 0, 0]);
+    want.extend_from_slice(b"\x7fELF!");
+    assert_eq!(v, want);
+
+    let mut v = Vec::new();
+    assert!(matches!(
+        frame::encode_binary(&mut v, "sixteen_bytes_xx", b""),
+        Err(FrameError::BadName { .. })
+    ));
+    assert!(frame::encode_binary(&mut v, "fifteen_bytes_x", b"").is_ok());
+    assert!(frame::encode_binary(&mut v, "", b"").is_err());
+}
+
+#[test]
+fn server_frames_decode_and_are_capped() {
+    let f = frame::encode_frame_vec(b"<profile></profile>");
+    assert_eq!(&f[..4], &[21, 0, 0, 0]);
+    assert!(f.ends_with(b"</profile>\n\0"));
+    let mut two = f.clone();
+    frame::encode_command(&mut two, Command::Available);
+    let (m, n) = frame::decode_server(&two, Expect::Echo, 100)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(m, ServerMsg::Frame(_)));
+    let (m, _) = frame::decode_server(&two[n..], Expect::Echo, 100)
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, ServerMsg::AvailableEcho);
+    // announced size above the cap: error, not allocation
+    assert_eq!(
+        frame::decode_server(&[0, 0, 0, 0x10], Expect::Frames, 100_000),
+        Err(FrameError::TooLarge {
+            what: "server frame",
+            size: 0x1000_0000,
+            max: 100_000
+        })
+    );
+    assert_eq!(
+        frame::decode_server(&[0, 0, 0, 0], Expect::Frames, 100),
+        Err(FrameError::EmptyFrame)
+    );
+}
+
+#[test]
+fn client_commands_decode() {
+    let mut v = Vec::new();
+    frame::encode_command(&mut v, Command::Clear);
+    frame::encode_send_descs(&mut v, b"<a/>").unwrap();
+    frame::encode_u32(&mut v, 0xDEAD_BEEF);
+    frame::encode_send_binaries(&mut v, 1);
+    frame::encode_binary(&mut v, "pi", b"img").unwrap();
+    let (m, n) = frame::decode_client(&v, 100, 4).unwrap().unwrap();
+    assert_eq!(m, ClientMsg::Plain(Command::Clear));
+    let v = &v[n..];
+    let (m, n) = frame::decode_client(v, 100, 4).unwrap().unwrap();
+    assert_eq!(m, ClientMsg::SendDescs(b"<a/>"));
+    let v = &v[n..];
+    let (m, n) = frame::decode_client(v, 100, 4).unwrap().unwrap();
+    assert_eq!(m, ClientMsg::Unknown(0xDEAD_BEEF));
+    let v = &v[n..];
+    let (m, n) = frame::decode_client(v, 100, 4).unwrap().unwrap();
+    assert_eq!(m, ClientMsg::SendBinaries(1));
+    let v = &v[n..];
+    let (b, n) = frame::decode_binary(v, 10).unwrap().unwrap();
+    assert_eq!((b.name, b.image, n), (&b"pi"[..], &b"img"[..], v.len()));
+    assert!(frame::decode_binary(v, 2).is_err());
+    for cut in 0..v.len() {
+        assert_eq!(frame::decode_binary(&v[..cut], 10), Ok(None));
+    }
+}
+
+fn profile(events: &[(&str, u32, u64)]) -> Vec<u8> {
+    let mut doc = String::from("<profile>\n\t<events>\n");
+    for (k, id, t) in events {
+        doc.push_str(&format!(
+            "\t\t<event type=\"{k}\" task-id=\"{id}\" time-stamp=\"{t}\"/>\n"
+        ));
+    }
+    doc.push_str("\t</events>\n</profile>");
+    frame::encode_frame_vec(doc.as_bytes())
+}
+
+async fn expect_bytes(s: &mut TcpStream, want: &[u8], what: &str) {
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("timeout reading {what}"))
+        .unwrap_or_else(|e| panic!("reading {what}: {e}"));
+    assert_eq!(got, want, "bytes of {what}");
+}
+
+fn word(c: Command) -> Vec<u8> {
+    c.word().to_le_bytes().to_vec()
+}
+
+/// A scripted v3 server: pushes a frame before the AVAILABLE echo and another before GO_SEND,
+/// and checks every byte the client writes.
+#[tokio::test]
+async fn pushes_before_echo_and_go_send_are_events() {
+    let mut t = Task::new(0, "hey");
+    t.period_ms = 10;
+    let set = TaskSet::new(vec![t]).unwrap();
+    let xml = set.to_xml();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut clear = word(Command::Clear);
+        clear.extend(word(Command::Available));
+        expect_bytes(&mut s, &clear, "CLEAR + AVAILABLE").await;
+        // leftovers of an earlier run, pushed before the echo
+        let mut out = profile(&[("EXIT_EXTERNAL", 0, 90)]);
+        out.extend(word(Command::Available));
+        s.write_all(&out).await.unwrap();
+        let mut load = Vec::new();
+        frame::encode_send_descs(&mut load, xml.as_bytes()).unwrap();
+        frame::encode_send_binaries(&mut load, 1);
+        expect_bytes(&mut s, &load, "SEND_DESCS + SEND_BINARIES").await;
+        // a push where GO_SEND is expected, with an unknown event type
+        let mut out = profile(&[("WEIRD", 0, 95)]);
+        out.extend(word(Command::GoSend));
+        s.write_all(&out).await.unwrap();
+        let mut bin = Vec::new();
+        frame::encode_binary(&mut bin, "hey", &Binaries::synthetic().get("hey").unwrap()).unwrap();
+        bin.extend(word(Command::Start));
+        expect_bytes(&mut s, &bin, "binary + START").await;
+        // the run, with bytes after </profile> that must be ignored
+        let mut doc = b"<profile><events><event type=\"START\" task-id=\"0\" time-stamp=\"100\"/>\
+<event type=\"EXIT\" task-id=\"0\" time-stamp=\"101\"/><event type=\"JOBS_DONE\" task-id=\"0\" time-stamp=\"101\"/>\
+</events></profile>\n\0junk<<"
+            .to_vec();
+        let mut f = Vec::new();
+        frame::encode_u32(&mut f, doc.len() as u32);
+        f.extend_from_slice(&doc);
+        s.write_all(&f).await.unwrap();
+        let mut end = word(Command::Stop);
+        end.extend(word(Command::Clear));
+        expect_bytes(&mut s, &end, "STOP + CLEAR").await;
+    });
+    let mut sess = Session::connect(addr, SessionConfig::for_dialect(Dialect::V3))
+        .await
+        .unwrap();
+    let mut sent = HashSet::new();
+    let run = sess
+        .run_taskset(
+            &set,
+            None,
+            &Binaries::synthetic(),
+            &mut sent,
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(run.drained.len(), 1);
+    assert_eq!(run.drained[0].event.kind, EventKind::ExitExternal);
+    let kinds: Vec<_> = run.events.iter().map(|e| e.event.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Other("WEIRD".into()),
+            EventKind::Start,
+            EventKind::Exit,
+            EventKind::JobsDone
+        ]
+    );
+    assert!(sent.contains("hey"));
+}
+
+/// v1: OPTIMIZE precedes SEND_DESCS, CLEAR is followed by GET_PROFILE (v1 never pushes), and
+/// START by GET_PROFILE; a job-count mismatch is a target fault.
+#[tokio::test]
+async fn v1_byte_sequence_and_job_count_check() {
+    let mut t = Task::new(0, "hey");
+    t.numberofjobs = 2;
+    let set = TaskSet::new(vec![t]).unwrap();
+    let ac = AdmissionControl {
+        goal: Goal::None,
+        query_interval_ms: 5,
+    };
+    let xml = set.to_xml();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut clear = word(Command::Clear);
+        clear.extend(word(Command::GetProfile));
+        expect_bytes(&mut s, &clear, "CLEAR + GET_PROFILE").await;
+        let mut load = Vec::new();
+        frame::encode_optimize(&mut load, ac.to_xml().as_bytes()).unwrap();
+        frame::encode_send_descs(&mut load, xml.as_bytes()).unwrap();
+        frame::encode_send_binaries(&mut load, 0);
+        load.extend(word(Command::Start));
+        load.extend(word(Command::GetProfile));
+        expect_bytes(
+            &mut s,
+            &load,
+            "OPTIMIZE + SEND_DESCS + SEND_BINARIES 0 + START",
+        )
+        .await;
+        // only one job reported before JOBS_DONE
+        s.write_all(&profile(&[
+            ("START", 0, 1),
+            ("EXIT", 0, 2),
+            ("JOBS_DONE", 0, 2),
+        ]))
+        .await
+        .unwrap();
+        let mut end = word(Command::Stop);
+        end.extend(word(Command::Clear));
+        expect_bytes(&mut s, &end, "STOP + CLEAR after the fault").await;
+    });
+    let cfg = SessionConfig {
+        drain_window: Duration::from_millis(20),
+        ..SessionConfig::for_dialect(Dialect::V1)
+    };
+    let mut sess = Session::connect(addr, cfg).await.unwrap();
+    let mut sent: HashSet<String> = ["hey".to_string()].into();
+    let e = sess
+        .run_taskset(
+            &set,
+            Some(&ac),
+            &Binaries::synthetic(),
+            &mut sent,
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_target_fault(), "{e}");
+    assert!(
+        e.to_string().contains("ended 1 jobs, numberofjobs is 2"),
+        "{e}"
+    );
+    server.await.unwrap();
+}
