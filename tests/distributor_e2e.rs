@@ -146,7 +146,6 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     d.start(spec_with(n)).await.unwrap();
     let second = d.wait().await.unwrap();
     d.close().await.unwrap();
-    sim.shutdown().await;
     assert_eq!(first.done + second.done, u64::from(n), "{first:?} {second:?}");
 
     let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
@@ -173,4 +172,5 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("different spec"), "{err}");
+    sim.shutdown().await;
 }
