@@ -174,3 +174,124 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     assert!(err.to_string().contains("different spec"), "{err}");
     sim.shutdown().await;
 }
+
+fn fast_failing_builder(sim: &SimCluster) -> taskdist::distributor::DistributorBuilder {
+    use taskdist::discovery::{Backoff, MonitorConfig};
+    use taskdist::target::SessionConfig;
+    let session = SessionConfig {
+        connect_timeout: Duration::from_millis(500),
+        reply_timeout: Duration::from_millis(500),
+        liveness_interval: Duration::from_millis(200),
+        silence_margin: Duration::from_millis(500),
+        ..SessionConfig::default()
+    };
+    let monitor = MonitorConfig {
+        failed_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        round_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        ..MonitorConfig::default()
+    };
+    builder(sim)
+        .session(session)
+        .monitor(monitor)
+        .quarantine(4, Duration::from_millis(100))
+}
+
+/// One host shows `kind` at its first run; the variant must still finish (elsewhere or after
+/// the host recovers) and the failure must be reported as a requeue.
+async fn single_fault(kind: taskdist::sim::FaultKind, first: [u8; 4]) {
+    use taskdist::sim::{FaultConfig, FaultPlan};
+    let cfg = SimConfig {
+        faults: FaultConfig {
+            plans: vec![FaultPlan {
+                host: 0,
+                kind,
+                at_run: 0,
+                repeat: false,
+            }],
+            slow_delay: Duration::from_secs(3),
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = cluster(2, first, cfg).await;
+    let rec = Recorder::default();
+    let mut d = fast_failing_builder(&sim).handler(rec.clone()).build().unwrap();
+    d.start(spec_with(12)).await.unwrap();
+    let s = d.wait().await.unwrap();
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    let seen = rec.seen();
+    seen.assert_exactly_once(12);
+    assert_eq!(s.done, 12, "{kind:?}: {s:?}");
+    if kind != taskdist::sim::FaultKind::Refuse {
+        assert!(s.requeued >= 1, "{kind:?}: the faulty attempt was not requeued: {s:?}");
+        assert!(!seen.stopped.is_empty());
+    }
+    for outcomes in seen.finished.values() {
+        assert_eq!(outcomes[0].1, EVENTS_PER_VARIANT, "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_injected_fault_is_survived() {
+    use taskdist::sim::FaultKind;
+    for (i, kind) in FaultKind::ALL.into_iter().enumerate() {
+        single_fault(kind, [127, 0, 20 + i as u8, 2]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_run_every_variant_exactly_once() {
+    use taskdist::sim::{FaultConfig, FaultRates};
+    let n = 600;
+    let cfg = SimConfig {
+        seed: 42,
+        faults: FaultConfig {
+            rates: FaultRates {
+                freeze: 0.005,
+                drop: 0.02,
+                garbage: 0.01,
+                oversized: 0.01,
+                slow: 0.005,
+                exit_error: 0.02,
+                reboot: 0.01,
+                refuse: 0.0,
+            },
+            slow_delay: Duration::from_secs(3),
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = cluster(16, [127, 0, 30, 2], cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let mut d = fast_failing_builder(&sim)
+        .handler(rec.clone())
+        .handler(CsvHandler::create(dir.path()).unwrap())
+        .build()
+        .unwrap();
+    d.start(spec_with(n)).await.unwrap();
+    let s = d.wait().await.unwrap();
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    let seen = rec.seen();
+    seen.assert_exactly_once(u64::from(n));
+    assert_eq!(s.done + s.bad, u64::from(n));
+    assert!(s.requeued > 0, "the fault rates should have caused requeues: {s:?}");
+    // The CSV files agree: one variant row each, events of finished attempts only.
+    let rows = taskdist::handlers::reader::read_variants(dir.path().join("variants.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), n as usize);
+    let events = taskdist::handlers::reader::read_events(dir.path().join("events.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let expected: usize = seen.finished.values().map(|o| o[0].1).sum();
+    assert_eq!(events.len(), expected);
+    let mut keys = std::collections::HashSet::new();
+    for e in &events {
+        assert!(keys.insert((e.variant, e.seq)), "duplicated event row {e:?}");
+    }
+}

@@ -53,7 +53,7 @@ use taskdist_handlers::{EventHandler, HandlerError, RunSummary};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::{HostPool, PoolError};
+use crate::discovery::{HostPool, MonitorConfig, PoolError};
 use crate::target::{Binaries, Dialect, SessionConfig};
 use fanout::Fanout;
 
@@ -145,6 +145,8 @@ pub struct Config {
     pub ledger: Option<LedgerConfig>,
     /// Interval of handler flushes and ledger appends.
     pub flush_interval: Duration,
+    /// Discovery settings: probe window, pacing, backoff of silent hosts.
+    pub monitor: MonitorConfig,
     /// Command line recorded in `run.json`.
     pub command: Vec<String>,
 }
@@ -164,6 +166,7 @@ impl Default for Config {
             selection: Selection::default(),
             ledger: None,
             flush_interval: Duration::from_millis(200),
+            monitor: MonitorConfig::default(),
             command: Vec::new(),
         }
     }
@@ -264,6 +267,11 @@ impl DistributorBuilder {
             dir: dir.into(),
             resume,
         });
+        self
+    }
+    /// Discovery settings (probe window, pacing, backoff of silent hosts).
+    pub fn monitor(mut self, monitor: MonitorConfig) -> Self {
+        self.cfg.monitor = monitor;
         self
     }
     /// Command line to record in `run.json`.

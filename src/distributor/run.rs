@@ -19,7 +19,7 @@ use super::{
     run_fingerprint, Config, DistributorError, Job, Ledger, Metrics, RangeSet, Take, TargetState,
     WorkQueue, Workload,
 };
-use crate::discovery::{HostChange, HostPool, Monitor, MonitorConfig};
+use crate::discovery::{HostChange, HostPool, Monitor};
 use crate::target::{Session, TargetError};
 
 /// Shared state of one run.
@@ -149,7 +149,7 @@ async fn supervise(
     let (monitor, mut changes) = Monitor::spawn(
         pool,
         prober,
-        MonitorConfig::default(),
+        ctx.cfg.monitor.clone(),
         monitor_cancel.clone(),
     );
     let mut workers: JoinSet<(SocketAddr, WorkerExit)> = JoinSet::new();
@@ -163,7 +163,7 @@ async fn supervise(
             change = changes.recv() => match change {
                 Some(HostChange::Up(addr)) => {
                     if active.insert(addr) {
-                        tracing::info!(%addr, "target up");
+                        tracing::debug!(%addr, "target up");
                         workers.spawn(worker(addr, ctx.clone(), workers_cancel.clone()));
                     }
                 }
