@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::event::{AttemptId, RunInfo, RunSummary, VariantBad, VariantFinished};
 use crate::handler::{EventHandler, HandlerError};
-use crate::repair::{csv_key, repair_file, RepairStats};
+use crate::repair::{check_header, csv_key, repair_file, RepairStats};
 use crate::rows::{
     duration_us, encode_config, one_line, unix_us, JobTable, EVENTS_HEADER, JOBS_HEADER,
     TASKS_HEADER, VARIANTS_HEADER,
@@ -190,6 +190,9 @@ impl CsvHandler {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| HandlerError::io(dir, e))?;
         // Check every header before changing any file.
+        for (name, header) in Self::files() {
+            check_header(&dir.join(name), header.join(",").as_bytes())?;
+        }
         let mut stats = Vec::with_capacity(4);
         for (name, header) in Self::files() {
             let path = dir.join(name);

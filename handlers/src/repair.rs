@@ -140,6 +140,34 @@ pub(crate) fn repair_file(
     Ok(stats)
 }
 
+/// Check that `path`, if it exists and has a complete first line, starts with `header`;
+/// changes nothing. Lets a caller refuse a foreign directory before repairing any file.
+pub(crate) fn check_header(path: &Path, header: &[u8]) -> Result<(), HandlerError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HandlerError::io(path, e)),
+    };
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .take(64 * 1024)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| HandlerError::io(path, e))?;
+    if first.last() == Some(&b'\n') && trim_newline(&first) != header {
+        return Err(HandlerError::Format {
+            path: path.to_owned(),
+            line: 1,
+            reason: format!(
+                "header {:?} differs from the expected {:?}: the file was written by another \
+                 version or is not a taskdist result file",
+                String::from_utf8_lossy(trim_newline(&first)),
+                String::from_utf8_lossy(header)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Create the temporary file and copy the first `prefix_len` bytes of `path` into it.
 fn start_rewrite(path: &Path, prefix_len: u64) -> Result<(PathBuf, BufWriter<File>), HandlerError> {
     let mut name = path.file_name().unwrap_or_default().to_owned();
