@@ -139,6 +139,34 @@ fn int(what: &str, v: u64) -> Result<i64, HandlerError> {
     })
 }
 
+/// Refuse a database whose existing tables have other columns than this version writes
+/// (tables that do not exist yet are fine: the schema creates them).
+fn check_columns(conn: &Connection, path: &Path) -> Result<(), HandlerError> {
+    let expected: [(&str, &[&str]); 4] = [
+        ("events", &EVENTS_HEADER),
+        ("jobs", &JOBS_HEADER),
+        ("variants", &VARIANTS_HEADER),
+        ("tasks", &TASKS_HEADER),
+    ];
+    for (table, header) in expected {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if !names.is_empty() && names != header {
+            return Err(HandlerError::Format {
+                path: path.to_owned(),
+                line: 0,
+                reason: format!(
+                    "table {table} has columns {names:?}, expected {header:?}: written by \
+                     another version or not a taskdist database"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl SqliteHandler {
     /// Create a new database at `path` (parent directories too); fails with
     /// [`HandlerError::Exists`] if the file exists.
@@ -216,9 +244,10 @@ impl SqliteHandler {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        check_columns(&conn, path)?;
         conn.execute_batch(SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(16);
-        let h = SqliteHandler {
+        Ok(SqliteHandler {
             path: path.to_owned(),
             conn,
             in_tx: false,
@@ -228,38 +257,7 @@ impl SqliteHandler {
             run: None,
             previous_run,
             resuming,
-        };
-        h.check_columns()?;
-        Ok(h)
-    }
-
-    /// Refuse a database whose tables have other columns than this version writes.
-    fn check_columns(&self) -> Result<(), HandlerError> {
-        let expected: [(&str, &[&str]); 4] = [
-            ("events", &EVENTS_HEADER),
-            ("jobs", &JOBS_HEADER),
-            ("variants", &VARIANTS_HEADER),
-            ("tasks", &TASKS_HEADER),
-        ];
-        for (table, header) in expected {
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            if names != header {
-                return Err(HandlerError::Format {
-                    path: self.path.clone(),
-                    line: 0,
-                    reason: format!(
-                        "table {table} has columns {names:?}, expected {header:?}: written by \
-                         another version or not a taskdist database"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        })
     }
 
     fn read_run(&self) -> Result<Option<RunFile>, HandlerError> {
