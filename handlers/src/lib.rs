@@ -20,6 +20,8 @@
 //! Every file handler has a `resume(path, is_done)` constructor that drops rows of variants
 //! the resume ledger does not know as done (and a torn last line) before appending.
 
+#![warn(missing_docs)]
+
 mod console;
 mod csv_handler;
 mod event;
