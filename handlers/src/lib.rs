@@ -43,7 +43,6 @@ pub use event::{
 pub use handler::{EventHandler, HandlerError};
 pub use jsonl::{JsonlHandler, JSONL_FILE};
 pub use multi::Multi;
-pub use repair::RepairStats;
 pub use rows::{
     decode_config, duration_us, encode_config, one_line, unix_us, Job, JobTable, EVENTS_HEADER,
     JOBS_HEADER, TASKS_HEADER, VARIANTS_HEADER,

@@ -24,7 +24,7 @@ pub(crate) enum LineKey {
 
 /// What [`repair_file`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RepairStats {
+pub(crate) struct RepairStats {
     /// Complete rows kept.
     pub kept: u64,
     /// Complete rows dropped because their variant is not done.
