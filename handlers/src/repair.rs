@@ -61,6 +61,7 @@ pub(crate) fn repair_file(
     let mut line_no: u64 = 0;
     // Once a line must go, kept lines go to `out` (a temporary file).
     let mut out: Option<(PathBuf, BufWriter<File>)> = None;
+    let mut last: Option<(u64, bool)> = None;
 
     loop {
         line.clear();
@@ -95,7 +96,15 @@ pub(crate) fn repair_file(
                 match key(body) {
                     Ok(LineKey::Keep) => true,
                     Ok(LineKey::Variant(v)) => {
-                        let keep = is_done(v);
+                        // Rows of one variant are adjacent: ask the ledger once per run of rows.
+                        let keep = match last {
+                            Some((lv, done)) if lv == v => done,
+                            _ => {
+                                let done = is_done(v);
+                                last = Some((v, done));
+                                done
+                            }
+                        };
                         if keep {
                             stats.kept += 1;
                         } else {

@@ -111,6 +111,21 @@ async fn resume_drops_not_done_variants_and_a_torn_line() {
         })
         .collect();
     assert_eq!(runs, vec![0, 1]);
+
+    // A second resume continues the count.
+    let mut h = JsonlHandler::resume(&path, &|_| true).unwrap();
+    h.run_started(&run_info()).await.unwrap();
+    h.flush().await.unwrap();
+    let last_run = records(&path)
+        .into_iter()
+        .rev()
+        .find_map(|r| match r {
+            JsonlRecord::Run(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last_run.resumed, 2);
+    assert_eq!(last_run.first_started_at_unix_us, T0_US);
 }
 
 #[test]
