@@ -122,7 +122,10 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
     let mut db = SqliteHandler::resume(dir.join("results.sqlite"), &is_done).unwrap();
     let todo: Vec<u64> = (0..VARIANTS).filter(|v| !done.contains(v)).collect();
     let todo_count = todo.len();
-    eprintln!("kill9: ledger had {} variants, {todo_count} redone", done.len());
+    eprintln!(
+        "kill9: ledger had {} variants, {todo_count} redone",
+        done.len()
+    );
     write_variants(dir, &mut csv, &mut jsonl, &mut db, todo.into_iter(), 2);
 
     // CSV: one variants.csv row per variant, 63 events with seq 0..62 per done variant.
