@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::event::{AttemptId, RunInfo, RunSummary, VariantBad, VariantFinished};
 use crate::handler::{EventHandler, HandlerError};
-use crate::repair::{csv_key, repair_file, RepairStats};
+use crate::repair::{check_header, csv_key, repair_file, RepairStats};
 use crate::rows::{
     duration_us, encode_config, one_line, unix_us, JobTable, EVENTS_HEADER, JOBS_HEADER,
     TASKS_HEADER, VARIANTS_HEADER,
@@ -24,10 +24,12 @@ pub const VARIANTS_FILE: &str = "variants.csv";
 /// File name of the per-task table.
 pub const TASKS_FILE: &str = "tasks.csv";
 
-/// One CSV output file with its path (for error messages).
+/// One CSV output file with its path (for error messages) and a reused record: fields are
+/// collected in `rec` and written with `write_byte_record`, the csv crate's fast path.
 struct Out {
     path: PathBuf,
     w: csv::Writer<File>,
+    rec: csv::ByteRecord,
 }
 
 impl Out {
@@ -64,7 +66,11 @@ impl Out {
             .has_headers(false)
             .buffer_capacity(capacity)
             .from_writer(file);
-        let mut out = Out { path, w };
+        let mut out = Out {
+            path,
+            w,
+            rec: csv::ByteRecord::with_capacity(256, 16),
+        };
         if needs_header {
             out.w
                 .write_record(header)
@@ -75,17 +81,15 @@ impl Out {
     }
 
     #[inline]
-    fn field(&mut self, bytes: &[u8]) -> Result<(), HandlerError> {
-        self.w
-            .write_field(bytes)
-            .map_err(|e| HandlerError::csv(&self.path, e))
+    fn field(&mut self, bytes: &[u8]) {
+        self.rec.push_field(bytes);
     }
 
     #[inline]
     fn end(&mut self) -> Result<(), HandlerError> {
-        self.w
-            .write_record(None::<&[u8]>)
-            .map_err(|e| HandlerError::csv(&self.path, e))
+        let r = self.w.write_byte_record(&self.rec);
+        self.rec.clear();
+        r.map_err(|e| HandlerError::csv(&self.path, e))
     }
 
     fn flush(&mut self) -> Result<(), HandlerError> {
@@ -190,6 +194,9 @@ impl CsvHandler {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| HandlerError::io(dir, e))?;
         // Check every header before changing any file.
+        for (name, header) in Self::files() {
+            check_header(&dir.join(name), header.join(",").as_bytes())?;
+        }
         let mut stats = Vec::with_capacity(4);
         for (name, header) in Self::files() {
             let path = dir.join(name);
@@ -278,49 +285,49 @@ impl CsvHandler {
         let jobs_of_events = self.table.event_jobs();
         let w = &mut self.events;
         for (seq, (e, &job)) in v.events.iter().zip(jobs_of_events).enumerate() {
-            w.field(variant)?;
-            w.field(attempt)?;
-            w.field(n.format(seq).as_bytes())?;
-            w.field(target)?;
-            w.field(n.format(e.event.task_id).as_bytes())?;
-            w.field(n.format(job).as_bytes())?;
-            w.field(one_line(e.event.kind.as_wire()).as_bytes())?;
-            w.field(n.format(e.event.time_ms).as_bytes())?;
-            w.field(n.format(unix_us(e.host_time)).as_bytes())?;
+            w.field(variant);
+            w.field(attempt);
+            w.field(n.format(seq).as_bytes());
+            w.field(target);
+            w.field(n.format(e.event.task_id).as_bytes());
+            w.field(n.format(job).as_bytes());
+            w.field(one_line(e.event.kind.as_wire()).as_bytes());
+            w.field(n.format(e.event.time_ms).as_bytes());
+            w.field(n.format(unix_us(e.host_time)).as_bytes());
             w.end()?;
         }
 
         let w = &mut self.jobs;
         for job in self.table.jobs() {
-            w.field(variant)?;
-            w.field(attempt)?;
-            w.field(target)?;
-            w.field(n.format(job.task_id).as_bytes())?;
-            w.field(n.format(job.job).as_bytes())?;
-            opt_field(w, &mut n, job.start_ms(&v.events))?;
-            opt_field(w, &mut n, job.end_ms(&v.events))?;
+            w.field(variant);
+            w.field(attempt);
+            w.field(target);
+            w.field(n.format(job.task_id).as_bytes());
+            w.field(n.format(job.job).as_bytes());
+            opt_field(w, &mut n, job.start_ms(&v.events));
+            opt_field(w, &mut n, job.end_ms(&v.events));
             match job.exit_kind(&v.events) {
-                Some(k) => w.field(one_line(k.as_wire()).as_bytes())?,
-                None => w.field(b"")?,
+                Some(k) => w.field(one_line(k.as_wire()).as_bytes()),
+                None => w.field(b""),
             }
-            opt_field(w, &mut n, job.duration_ms(&v.events))?;
+            opt_field(w, &mut n, job.duration_ms(&v.events));
             w.end()?;
         }
 
         let w = &mut self.variants;
-        w.field(variant)?;
-        w.field(b"done")?;
-        w.field(attempt)?;
-        w.field(target)?;
-        w.field(n.format(unix_us(v.started_at)).as_bytes())?;
-        w.field(n.format(unix_us(v.finished_at)).as_bytes())?;
+        w.field(variant);
+        w.field(b"done");
+        w.field(attempt);
+        w.field(target);
+        w.field(n.format(unix_us(v.started_at)).as_bytes());
+        w.field(n.format(unix_us(v.finished_at)).as_bytes());
         w.field(
             n.format(duration_us(v.started_at, v.finished_at))
                 .as_bytes(),
-        )?;
-        w.field(n.format(v.taskset.tasks.len()).as_bytes())?;
-        w.field(n.format(v.events.len()).as_bytes())?;
-        w.field(b"")?;
+        );
+        w.field(n.format(v.taskset.tasks.len()).as_bytes());
+        w.field(n.format(v.events.len()).as_bytes());
+        w.field(b"");
         w.end()?;
 
         write_tasks(&mut self.tasks, variant, &v.taskset.tasks)
@@ -339,19 +346,19 @@ impl CsvHandler {
         self.text.clear();
         let _ = write!(self.text, "{target}");
         let w = &mut self.variants;
-        w.field(variant)?;
-        w.field(b"bad")?;
-        w.field(n.format(attempt).as_bytes())?;
-        w.field(self.text.as_bytes())?;
-        w.field(n.format(unix_us(v.started_at)).as_bytes())?;
-        w.field(n.format(unix_us(v.finished_at)).as_bytes())?;
+        w.field(variant);
+        w.field(b"bad");
+        w.field(n.format(attempt).as_bytes());
+        w.field(self.text.as_bytes());
+        w.field(n.format(unix_us(v.started_at)).as_bytes());
+        w.field(n.format(unix_us(v.finished_at)).as_bytes());
         w.field(
             n.format(duration_us(v.started_at, v.finished_at))
                 .as_bytes(),
-        )?;
-        w.field(n.format(v.taskset.tasks.len()).as_bytes())?;
-        w.field(b"0")?;
-        w.field(one_line(&v.reason).as_bytes())?;
+        );
+        w.field(n.format(v.taskset.tasks.len()).as_bytes());
+        w.field(b"0");
+        w.field(one_line(&v.reason).as_bytes());
         w.end()?;
         write_tasks(&mut self.tasks, variant, &v.taskset.tasks)
     }
@@ -379,7 +386,7 @@ impl CsvHandler {
 }
 
 #[inline]
-fn opt_field(w: &mut Out, n: &mut itoa::Buffer, v: Option<u64>) -> Result<(), HandlerError> {
+fn opt_field(w: &mut Out, n: &mut itoa::Buffer, v: Option<u64>) {
     match v {
         Some(v) => w.field(n.format(v).as_bytes()),
         None => w.field(b""),
@@ -393,21 +400,21 @@ fn write_tasks(
 ) -> Result<(), HandlerError> {
     let mut n = itoa::Buffer::new();
     for t in tasks {
-        w.field(variant)?;
-        w.field(n.format(t.id).as_bytes())?;
-        w.field(n.format(t.executiontime_ms).as_bytes())?;
-        w.field(n.format(t.criticaltime_ms).as_bytes())?;
-        w.field(n.format(t.priority).as_bytes())?;
-        w.field(n.format(t.deadline_ms).as_bytes())?;
-        w.field(n.format(t.period_ms).as_bytes())?;
-        w.field(n.format(t.offset_ms).as_bytes())?;
-        w.field(n.format(t.numberofjobs).as_bytes())?;
-        w.field(n.format(t.quota_bytes).as_bytes())?;
-        w.field(n.format(t.caps).as_bytes())?;
-        w.field(n.format(t.cores).as_bytes())?;
-        w.field(n.format(t.coreoffset).as_bytes())?;
-        w.field(one_line(&t.pkg).as_bytes())?;
-        w.field(encode_config(&t.config).as_bytes())?;
+        w.field(variant);
+        w.field(n.format(t.id).as_bytes());
+        w.field(n.format(t.executiontime_ms).as_bytes());
+        w.field(n.format(t.criticaltime_ms).as_bytes());
+        w.field(n.format(t.priority).as_bytes());
+        w.field(n.format(t.deadline_ms).as_bytes());
+        w.field(n.format(t.period_ms).as_bytes());
+        w.field(n.format(t.offset_ms).as_bytes());
+        w.field(n.format(t.numberofjobs).as_bytes());
+        w.field(n.format(t.quota_bytes).as_bytes());
+        w.field(n.format(t.caps).as_bytes());
+        w.field(n.format(t.cores).as_bytes());
+        w.field(n.format(t.coreoffset).as_bytes());
+        w.field(one_line(&t.pkg).as_bytes());
+        w.field(encode_config(&t.config).as_bytes());
         w.end()?;
     }
     Ok(())

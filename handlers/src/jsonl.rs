@@ -1,5 +1,6 @@
 //! [`JsonlHandler`]: one JSON object per line.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub const JSONL_FILE: &str = "results.jsonl";
 
 const VARIANT_PREFIX: &[u8] = br#"{"record":"variant","variant":"#;
 const RECORD_PREFIX: &[u8] = br#"{"record":""#;
+const RUN_PREFIX: &[u8] = br#"{"record":"run","#;
 
 /// Writes a run's results as JSON Lines: one object per line, told apart by `record`:
 ///
@@ -39,6 +41,7 @@ pub struct JsonlHandler {
     w: BufWriter<File>,
     table: JobTable,
     resuming: bool,
+    previous_run: Option<RunFile>,
 }
 
 impl std::fmt::Debug for JsonlHandler {
@@ -76,8 +79,21 @@ impl JsonlHandler {
         is_done: &dyn Fn(u64) -> bool,
     ) -> Result<Self, HandlerError> {
         let path = path.as_ref();
-        repair_file(path, None, jsonl_key, is_done)?;
-        Self::open(path, OpenOptions::new().append(true).create(true), true)
+        // Remember the last run record: the resumed part continues its count.
+        let last_run: RefCell<Option<RunFile>> = RefCell::new(None);
+        let key = |line: &[u8]| {
+            let k = jsonl_key(line)?;
+            if line.starts_with(RUN_PREFIX) {
+                let run = serde_json::from_slice(line)
+                    .map_err(|e| format!("unreadable run record: {e}"))?;
+                *last_run.borrow_mut() = Some(run);
+            }
+            Ok(k)
+        };
+        repair_file(path, None, key, is_done)?;
+        let mut h = Self::open(path, OpenOptions::new().append(true).create(true), true)?;
+        h.previous_run = last_run.into_inner();
+        Ok(h)
     }
 
     fn open(path: &Path, opts: &OpenOptions, resuming: bool) -> Result<Self, HandlerError> {
@@ -98,6 +114,7 @@ impl JsonlHandler {
             w: BufWriter::with_capacity(1 << 20, file),
             table: JobTable::default(),
             resuming,
+            previous_run: None,
         })
     }
 
@@ -115,7 +132,7 @@ impl JsonlHandler {
 
     /// Write the `run` record (synchronous form of `run_started`).
     pub fn write_run(&mut self, run: &RunInfo) -> Result<(), HandlerError> {
-        let file = RunFile::new(run, None, self.resuming);
+        let file = RunFile::new(run, self.previous_run.as_ref(), self.resuming);
         self.line(&Tagged {
             record: "run",
             body: &file,

@@ -20,6 +20,8 @@
 //! Every file handler has a `resume(path, is_done)` constructor that drops rows of variants
 //! the resume ledger does not know as done (and a torn last line) before appending.
 
+#![warn(missing_docs)]
+
 mod console;
 mod csv_handler;
 mod event;
@@ -41,7 +43,6 @@ pub use event::{
 pub use handler::{EventHandler, HandlerError};
 pub use jsonl::{JsonlHandler, JSONL_FILE};
 pub use multi::Multi;
-pub use repair::RepairStats;
 pub use rows::{
     decode_config, duration_us, encode_config, one_line, unix_us, Job, JobTable, EVENTS_HEADER,
     JOBS_HEADER, TASKS_HEADER, VARIANTS_HEADER,

@@ -24,7 +24,7 @@ pub(crate) enum LineKey {
 
 /// What [`repair_file`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RepairStats {
+pub(crate) struct RepairStats {
     /// Complete rows kept.
     pub kept: u64,
     /// Complete rows dropped because their variant is not done.
@@ -61,6 +61,7 @@ pub(crate) fn repair_file(
     let mut line_no: u64 = 0;
     // Once a line must go, kept lines go to `out` (a temporary file).
     let mut out: Option<(PathBuf, BufWriter<File>)> = None;
+    let mut last: Option<(u64, bool)> = None;
 
     loop {
         line.clear();
@@ -95,7 +96,15 @@ pub(crate) fn repair_file(
                 match key(body) {
                     Ok(LineKey::Keep) => true,
                     Ok(LineKey::Variant(v)) => {
-                        let keep = is_done(v);
+                        // Rows of one variant are adjacent: ask the ledger once per run of rows.
+                        let keep = match last {
+                            Some((lv, done)) if lv == v => done,
+                            _ => {
+                                let done = is_done(v);
+                                last = Some((v, done));
+                                done
+                            }
+                        };
                         if keep {
                             stats.kept += 1;
                         } else {
@@ -138,6 +147,34 @@ pub(crate) fn repair_file(
         );
     }
     Ok(stats)
+}
+
+/// Check that `path`, if it exists and has a complete first line, starts with `header`;
+/// changes nothing. Lets a caller refuse a foreign directory before repairing any file.
+pub(crate) fn check_header(path: &Path, header: &[u8]) -> Result<(), HandlerError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HandlerError::io(path, e)),
+    };
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .take(64 * 1024)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| HandlerError::io(path, e))?;
+    if first.last() == Some(&b'\n') && trim_newline(&first) != header {
+        return Err(HandlerError::Format {
+            path: path.to_owned(),
+            line: 1,
+            reason: format!(
+                "header {:?} differs from the expected {:?}: the file was written by another \
+                 version or is not a taskdist result file",
+                String::from_utf8_lossy(trim_newline(&first)),
+                String::from_utf8_lossy(header)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Create the temporary file and copy the first `prefix_len` bytes of `path` into it.

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS events (
     host_time_us INTEGER NOT NULL,
     PRIMARY KEY (variant, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_type ON events (type);
+
 CREATE TABLE IF NOT EXISTS jobs (
     variant INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -100,11 +100,25 @@ const INSERT_VARIANT: &str =
 const INSERT_TASK: &str =
     "INSERT INTO tasks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
+/// Rows per multi-row INSERT of events (9 parameters each, well below SQLite's limit).
+const EVENT_BATCH: usize = 16;
+
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO events VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
 /// Writes a run's results into one SQLite database (WAL mode), with the tables `events`,
 /// `jobs`, `variants` and `tasks` (the columns of the CSV files, see [`EVENTS_HEADER`] etc.,
 /// with primary keys `(variant, seq)`, `(variant, task_id, job)`, `variant`,
-/// `(variant, task_id)`, and indexes on `events.type`, `jobs.exit_type`,
-/// `variants.outcome`), plus `run` (one row: the `run.json` content as `json`, and its main
+/// `(variant, task_id)`, and indexes on `jobs.exit_type` and `variants.outcome`; an index on
+/// `events.type` would cost a quarter of the insert rate, add one after the run if needed), plus `run` (one row: the `run.json` content as `json`, and its main
 /// fields as columns).
 ///
 /// Rows are inserted inside a transaction that [`EventHandler::flush`] commits (and that is
@@ -118,6 +132,7 @@ pub struct SqliteHandler {
     pending: u64,
     table: JobTable,
     text: String,
+    batch_sql: String,
     run: Option<RunFile>,
     previous_run: Option<RunFile>,
     resuming: bool,
@@ -137,6 +152,34 @@ fn int(what: &str, v: u64) -> Result<i64, HandlerError> {
             "SQLite output: {what} {v} exceeds the signed 64-bit integer range"
         ))
     })
+}
+
+/// Refuse a database whose existing tables have other columns than this version writes
+/// (tables that do not exist yet are fine: the schema creates them).
+fn check_columns(conn: &Connection, path: &Path) -> Result<(), HandlerError> {
+    let expected: [(&str, &[&str]); 4] = [
+        ("events", &EVENTS_HEADER),
+        ("jobs", &JOBS_HEADER),
+        ("variants", &VARIANTS_HEADER),
+        ("tasks", &TASKS_HEADER),
+    ];
+    for (table, header) in expected {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if !names.is_empty() && names != header {
+            return Err(HandlerError::Format {
+                path: path.to_owned(),
+                line: 0,
+                reason: format!(
+                    "table {table} has columns {names:?}, expected {header:?}: written by \
+                     another version or not a taskdist database"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl SqliteHandler {
@@ -216,50 +259,21 @@ impl SqliteHandler {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        check_columns(&conn, path)?;
         conn.execute_batch(SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(16);
-        let h = SqliteHandler {
+        Ok(SqliteHandler {
             path: path.to_owned(),
             conn,
             in_tx: false,
             pending: 0,
             table: JobTable::default(),
             text: String::new(),
+            batch_sql: insert_events_sql(EVENT_BATCH),
             run: None,
             previous_run,
             resuming,
-        };
-        h.check_columns()?;
-        Ok(h)
-    }
-
-    /// Refuse a database whose tables have other columns than this version writes.
-    fn check_columns(&self) -> Result<(), HandlerError> {
-        let expected: [(&str, &[&str]); 4] = [
-            ("events", &EVENTS_HEADER),
-            ("jobs", &JOBS_HEADER),
-            ("variants", &VARIANTS_HEADER),
-            ("tasks", &TASKS_HEADER),
-        ];
-        for (table, header) in expected {
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            if names != header {
-                return Err(HandlerError::Format {
-                    path: self.path.clone(),
-                    line: 0,
-                    reason: format!(
-                        "table {table} has columns {names:?}, expected {header:?}: written by \
-                         another version or not a taskdist database"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        })
     }
 
     fn read_run(&self) -> Result<Option<RunFile>, HandlerError> {
@@ -349,8 +363,33 @@ impl SqliteHandler {
         let _ = write!(self.text, "{}", v.id.target);
         self.table.compute(&v.events);
         {
+            let events: Vec<(usize, &crate::event::TimedEvent, u32)> = v
+                .events
+                .iter()
+                .zip(self.table.event_jobs())
+                .enumerate()
+                .map(|(seq, (e, &job))| (seq, e, job))
+                .collect();
+            let mut chunks = events.chunks_exact(EVENT_BATCH);
+            let mut batch = self.conn.prepare_cached(&self.batch_sql)?;
+            for chunk in &mut chunks {
+                let mut i = 1;
+                for &(seq, e, job) in chunk {
+                    batch.raw_bind_parameter(i, variant)?;
+                    batch.raw_bind_parameter(i + 1, v.id.attempt)?;
+                    batch.raw_bind_parameter(i + 2, seq as i64)?;
+                    batch.raw_bind_parameter(i + 3, self.text.as_str())?;
+                    batch.raw_bind_parameter(i + 4, e.event.task_id)?;
+                    batch.raw_bind_parameter(i + 5, job)?;
+                    batch.raw_bind_parameter(i + 6, e.event.kind.as_wire())?;
+                    batch.raw_bind_parameter(i + 7, int("target time", e.event.time_ms)?)?;
+                    batch.raw_bind_parameter(i + 8, int("host time", unix_us(e.host_time))?)?;
+                    i += 9;
+                }
+                batch.raw_execute()?;
+            }
             let mut stmt = self.conn.prepare_cached(INSERT_EVENT)?;
-            for (seq, (e, &job)) in v.events.iter().zip(self.table.event_jobs()).enumerate() {
+            for &(seq, e, job) in chunks.remainder() {
                 stmt.execute(params![
                     variant,
                     v.id.attempt,
