@@ -31,9 +31,14 @@ config = { arg1 = "1000" }
 "#;
 
 async fn run(targets: usize, variants: u64, csv: bool) -> (f64, u64) {
-    let sim = SimCluster::start(targets, Ipv4Addr::new(127, 0, 40, 2), 0, SimConfig::default())
-        .await
-        .expect("simulated targets start");
+    let sim = SimCluster::start(
+        targets,
+        Ipv4Addr::new(127, 0, 40, 2),
+        0,
+        SimConfig::default(),
+    )
+    .await
+    .expect("simulated targets start");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut b = Distributor::builder()
         .hosts(sim.addrs().iter().map(|a| a.to_string()))

@@ -49,7 +49,16 @@ fn kill_9_then_resume_keeps_every_variant_exactly_once() {
 
     // Resuming with another spec is refused with a clear message and exit code 2.
     let other = taskdist()
-        .args(["-q", "run", "hey", "--simulate", "1", "--handler", "csv", "--resume"])
+        .args([
+            "-q",
+            "run",
+            "hey",
+            "--simulate",
+            "1",
+            "--handler",
+            "csv",
+            "--resume",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -81,7 +90,10 @@ fn kill_9_then_resume_keeps_every_variant_exactly_once() {
         .filter(|(_, &c)| c != 1)
         .take(5)
         .collect();
-    assert!(wrong.is_empty(), "variants without exactly one row: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "variants without exactly one row: {wrong:?}"
+    );
     let events = taskdist::handlers::reader::read_events(out.join("events.csv"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()

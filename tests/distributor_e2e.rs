@@ -61,7 +61,9 @@ async fn single_taskset_through_the_api() {
     let mut t = taskdist::Task::new(0, "hey");
     t.numberofjobs = 4;
     t.period_ms = 10;
-    d.start(taskdist::TaskSet::new(vec![t]).unwrap()).await.unwrap();
+    d.start(taskdist::TaskSet::new(vec![t]).unwrap())
+        .await
+        .unwrap();
     let s = d.wait().await.unwrap();
     assert_eq!(s.done, 1);
     d.close().await.unwrap();
@@ -146,7 +148,11 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     d.start(spec_with(n)).await.unwrap();
     let second = d.wait().await.unwrap();
     d.close().await.unwrap();
-    assert_eq!(first.done + second.done, u64::from(n), "{first:?} {second:?}");
+    assert_eq!(
+        first.done + second.done,
+        u64::from(n),
+        "{first:?} {second:?}"
+    );
 
     let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
         .unwrap()
@@ -156,7 +162,10 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     for r in &rows {
         seen[r.variant as usize] += 1;
     }
-    assert!(seen.iter().all(|&c| c == 1), "variant rows not exactly once");
+    assert!(
+        seen.iter().all(|&c| c == 1),
+        "variant rows not exactly once"
+    );
     let events = taskdist::handlers::reader::read_events(out.join("events.csv"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
@@ -215,7 +224,10 @@ async fn single_fault(kind: taskdist::sim::FaultKind, first: [u8; 4]) {
     };
     let sim = cluster(2, first, cfg).await;
     let rec = Recorder::default();
-    let mut d = fast_failing_builder(&sim).handler(rec.clone()).build().unwrap();
+    let mut d = fast_failing_builder(&sim)
+        .handler(rec.clone())
+        .build()
+        .unwrap();
     d.start(spec_with(12)).await.unwrap();
     let s = d.wait().await.unwrap();
     d.close().await.unwrap();
@@ -224,7 +236,10 @@ async fn single_fault(kind: taskdist::sim::FaultKind, first: [u8; 4]) {
     seen.assert_exactly_once(12);
     assert_eq!(s.done, 12, "{kind:?}: {s:?}");
     if kind != taskdist::sim::FaultKind::Refuse {
-        assert!(s.requeued >= 1, "{kind:?}: the faulty attempt was not requeued: {s:?}");
+        assert!(
+            s.requeued >= 1,
+            "{kind:?}: the faulty attempt was not requeued: {s:?}"
+        );
         assert!(!seen.stopped.is_empty());
     }
     for outcomes in seen.finished.values() {
@@ -277,7 +292,10 @@ async fn chaos_run_every_variant_exactly_once() {
     let seen = rec.seen();
     seen.assert_exactly_once(u64::from(n));
     assert_eq!(s.done + s.bad, u64::from(n));
-    assert!(s.requeued > 0, "the fault rates should have caused requeues: {s:?}");
+    assert!(
+        s.requeued > 0,
+        "the fault rates should have caused requeues: {s:?}"
+    );
     // The CSV files agree: one variant row each, events of finished attempts only.
     let rows = taskdist::handlers::reader::read_variants(dir.path().join("variants.csv"))
         .unwrap()
@@ -292,6 +310,9 @@ async fn chaos_run_every_variant_exactly_once() {
     assert_eq!(events.len(), expected);
     let mut keys = std::collections::HashSet::new();
     for e in &events {
-        assert!(keys.insert((e.variant, e.seq)), "duplicated event row {e:?}");
+        assert!(
+            keys.insert((e.variant, e.seq)),
+            "duplicated event row {e:?}"
+        );
     }
 }

@@ -32,7 +32,11 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         if all {
             out.push_str("tasksets (catalog names for `taskdist run NAME`):\n");
         }
-        let width = catalog::entries().iter().map(|e| e.name.len()).max().unwrap_or(0);
+        let width = catalog::entries()
+            .iter()
+            .map(|e| e.name.len())
+            .max()
+            .unwrap_or(0);
         for e in catalog::entries() {
             out.push_str(&format!("  {:width$}  {}\n", e.name, e.description));
         }
@@ -58,14 +62,35 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 const HANDLERS: &[(&str, &str)] = &[
-    ("csv", "events.csv, jobs.csv, variants.csv, tasks.csv and run.json in --out"),
-    ("jsonl", "events.jsonl in --out, one JSON object per line"),
-    ("sqlite", "results.sqlite in --out, the CSV tables with keys and indexes"),
-    ("console", "a summary of outcomes and event types on standard error"),
+    (
+        "csv",
+        "events.csv, jobs.csv, variants.csv, tasks.csv and run.json in --out",
+    ),
+    (
+        "jsonl",
+        "results.jsonl in --out, one JSON object per variant with its tasks, events and jobs",
+    ),
+    (
+        "sqlite",
+        "results.sqlite in --out, the CSV tables with keys and indexes",
+    ),
+    (
+        "console",
+        "a summary of outcomes and event types on standard error",
+    ),
 ];
 
 const DIALECTS: &[(&str, &str)] = &[
-    ("v1", "dom0-HW master (2017): OPTIMIZE admission control; events only logged by the target"),
-    ("v2", "dom0-HW 1608 (2018-06): profile events pushed; no OPTIMIZE"),
-    ("v3", "dom0-HW 1802 (2018-10, default): v2 plus AVAILABLE, caps, cores, coreoffset"),
+    (
+        "v1",
+        "dom0-HW master (2017): OPTIMIZE admission control; events only logged by the target",
+    ),
+    (
+        "v2",
+        "dom0-HW 1608 (2018-06): profile events pushed; no OPTIMIZE",
+    ),
+    (
+        "v3",
+        "dom0-HW 1802 (2018-10, default): v2 plus AVAILABLE, caps, cores, coreoffset",
+    ),
 ];

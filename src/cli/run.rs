@@ -10,10 +10,11 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskdist::distributor::{
-    run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload, DEFAULT_PORT,
+    run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload,
+    DEFAULT_PORT,
 };
 use taskdist::handlers::{
-    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler,
+    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler, JSONL_FILE, SQLITE_FILE,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
 use taskdist::target::{Binaries, Dialect};
@@ -103,7 +104,7 @@ pub struct RunArgs {
 pub enum HandlerKind {
     /// events.csv, jobs.csv, variants.csv, tasks.csv and run.json in the output directory.
     Csv,
-    /// events.jsonl in the output directory.
+    /// results.jsonl in the output directory: one JSON object per variant.
     Jsonl,
     /// results.sqlite in the output directory.
     Sqlite,
@@ -135,7 +136,9 @@ fn parse_speed(s: &str) -> anyhow::Result<Speed> {
         "realtime" => Ok(Speed::RealTime),
         other => match other.parse::<f64>() {
             Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
-            _ => bail!("--sim-speed {other:?}: expected fast, realtime or a positive factor such as 10"),
+            _ => bail!(
+                "--sim-speed {other:?}: expected fast, realtime or a positive factor such as 10"
+            ),
         },
     }
 }
@@ -144,8 +147,12 @@ fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read admission file {}", path.display()))?;
     if text.trim_start().starts_with('<') {
-        AdmissionControl::from_xml(&text)
-            .with_context(|| format!("admission file {}: expected an <optimize> document", path.display()))
+        AdmissionControl::from_xml(&text).with_context(|| {
+            format!(
+                "admission file {}: expected an <optimize> document",
+                path.display()
+            )
+        })
     } else {
         toml::from_str(&text).with_context(|| {
             format!(
@@ -244,10 +251,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let h: Box<dyn EventHandler> = match (kind, resume) {
             (HandlerKind::Csv, false) => Box::new(CsvHandler::create(&out)?),
             (HandlerKind::Csv, true) => Box::new(CsvHandler::resume(&out, &is_done)?),
-            (HandlerKind::Jsonl, false) => Box::new(JsonlHandler::create(&out)?),
-            (HandlerKind::Jsonl, true) => Box::new(JsonlHandler::resume(&out, &is_done)?),
-            (HandlerKind::Sqlite, false) => Box::new(SqliteHandler::create(&out)?),
-            (HandlerKind::Sqlite, true) => Box::new(SqliteHandler::resume(&out, &is_done)?),
+            (HandlerKind::Jsonl, false) => Box::new(JsonlHandler::create(out.join(JSONL_FILE))?),
+            (HandlerKind::Jsonl, true) => {
+                Box::new(JsonlHandler::resume(out.join(JSONL_FILE), &is_done)?)
+            }
+            (HandlerKind::Sqlite, false) => Box::new(SqliteHandler::create(out.join(SQLITE_FILE))?),
+            (HandlerKind::Sqlite, true) => {
+                Box::new(SqliteHandler::resume(out.join(SQLITE_FILE), &is_done)?)
+            }
             (HandlerKind::Console, _) => Box::new(ConsoleHandler::stderr()),
         };
         builder = builder.boxed_handler(h);
@@ -258,10 +269,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Progress and Ctrl-C.
     let metrics = d.metrics_handle();
     let stop = d.stop_token();
-    let progress = tokio::spawn(show_progress(metrics.clone()));
+    let verbose = tracing::enabled!(tracing::Level::INFO);
+    let progress = tokio::spawn(show_progress(metrics.clone(), verbose));
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping: in-flight variants go back to the queue (Ctrl-C again to abort)");
+            eprintln!(
+                "\nstopping: in-flight variants go back to the queue (Ctrl-C again to abort)"
+            );
             if let Some(t) = stop {
                 t.cancel();
             }
@@ -279,8 +293,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = cluster {
         c.shutdown().await;
     }
-    let snapshot = metrics.snapshot();
-    eprint!("{}", snapshot.report());
+    if verbose {
+        let snapshot = metrics.snapshot();
+        if kinds.contains(&HandlerKind::Console) {
+            eprint!("targets:\n{}", snapshot.targets_report());
+        } else {
+            eprint!("{}", snapshot.report());
+        }
+    }
     if summary.interrupted {
         eprintln!(
             "run interrupted: continue it with `taskdist run {} --resume {}`",
@@ -296,10 +316,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn show_progress(metrics: Arc<Metrics>) {
+async fn show_progress(metrics: Arc<Metrics>, verbose: bool) {
+    if !verbose {
+        return;
+    }
     let terminal = std::io::stderr().is_terminal();
     if terminal {
-        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+            .with_finish(indicatif::ProgressFinish::AndLeave);
         let style = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} variants {msg}",
         )
@@ -313,7 +337,10 @@ async fn show_progress(metrics: Arc<Metrics>) {
             pb.set_position(s.done + s.bad);
             let eta = match s.planned {
                 Some(p) if s.rate_per_s > 0.0 => {
-                    format!(", ETA {:.0} s", (p.saturating_sub(s.done + s.bad)) as f64 / s.rate_per_s)
+                    format!(
+                        ", ETA {:.0} s",
+                        (p.saturating_sub(s.done + s.bad)) as f64 / s.rate_per_s
+                    )
                 }
                 _ => String::new(),
             };
@@ -332,7 +359,9 @@ async fn show_progress(metrics: Arc<Metrics>) {
             eprintln!(
                 "progress: {}/{} variants, {} bad, {:.0}/s, targets {} up, {} busy, {} backoff",
                 s.done + s.bad,
-                s.planned.map(|p| p.to_string()).unwrap_or_else(|| "∞".into()),
+                s.planned
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "∞".into()),
                 s.bad,
                 s.rate_per_s,
                 s.targets_up,

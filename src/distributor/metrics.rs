@@ -52,7 +52,10 @@ impl TargetStats {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -184,7 +187,8 @@ impl Metrics {
             .iter()
             .map(|(a, s)| (*a, s.clone()))
             .collect();
-        let count = |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|(_, s)| f(s.state)).count();
+        let count =
+            |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|(_, s)| f(s.state)).count();
         MetricsSnapshot {
             planned: *self.planned.lock().unwrap_or_else(|p| p.into_inner()),
             done,
@@ -215,13 +219,17 @@ impl Metrics {
 impl MetricsSnapshot {
     /// A human-readable report: totals and one line per target.
     pub fn report(&self) -> String {
+        format!(
+            "variants: {} done, {} bad, {} requeued attempts; {} events; {:.1} s, {:.1} variants/s; mean requeue wait {:.3} s\n{}",
+            self.done, self.bad, self.requeued, self.events, self.elapsed_s, self.rate_per_s, self.mean_queue_wait_s,
+            self.targets_report()
+        )
+    }
+
+    /// One line per target: completed, failed, mean time per task-set, last error.
+    pub fn targets_report(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "variants: {} done, {} bad, {} requeued attempts; {} events; {:.1} s, {:.1} variants/s; mean requeue wait {:.3} s",
-            self.done, self.bad, self.requeued, self.events, self.elapsed_s, self.rate_per_s, self.mean_queue_wait_s
-        );
         for (addr, t) in &self.targets {
             let mean = t
                 .mean_taskset_time()

@@ -64,10 +64,7 @@ pub fn run_fingerprint(workload: &Workload, selection: Selection) -> String {
         .shard
         .map(|(k, n)| format!("{k}/{n}"))
         .unwrap_or_default();
-    let admission = workload
-        .admission
-        .map(|a| a.to_xml())
-        .unwrap_or_default();
+    let admission = workload.admission.map(|a| a.to_xml()).unwrap_or_default();
     fingerprint(&[
         &workload.source.text(),
         &workload.source.seed().to_string(),
@@ -292,7 +289,9 @@ impl DistributorBuilder {
             return Err(DistributorError::NoHosts);
         }
         if cfg.attempts == 0 {
-            return Err(DistributorError::Config("attempts must be at least 1".into()));
+            return Err(DistributorError::Config(
+                "attempts must be at least 1".into(),
+            ));
         }
         if let Some((k, n)) = cfg.selection.shard {
             if n == 0 || k >= n {

@@ -65,11 +65,7 @@ impl RangeSet {
             .map(|(&s, _)| s);
         let from = first.unwrap_or(start);
         let hi = end.saturating_add(1);
-        let touching: Vec<(u64, u64)> = self
-            .map
-            .range(from..=hi)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let touching: Vec<(u64, u64)> = self.map.range(from..=hi).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in touching {
             self.map.remove(&s);
             // overlap of [s,e] with [start,end]

@@ -366,7 +366,14 @@ async fn run_one(
         Err(reason) => {
             // No target can run a variant that cannot be built: bad at once.
             let reason = format!("variant cannot be built: {reason}");
-            bad(ctx, id, Arc::new(taskdist_tasksets::TaskSet { tasks: vec![] }), reason, first_started).await;
+            bad(
+                ctx,
+                id,
+                Arc::new(taskdist_tasksets::TaskSet { tasks: vec![] }),
+                reason,
+                first_started,
+            )
+            .await;
             return Ok(());
         }
     };
@@ -388,7 +395,9 @@ async fn run_one(
     let mut on_events = move |events: &[TimedEvent]| {
         let missed = fanout.offer(Msg::Live(id, Arc::new(events.to_vec())));
         if missed > 0 {
-            metrics.live_skipped.fetch_add(missed as u64, Ordering::Relaxed);
+            metrics
+                .live_skipped
+                .fetch_add(missed as u64, Ordering::Relaxed);
         }
     };
     let result = session

@@ -40,7 +40,10 @@ impl Seen {
             .chain(self.bad.keys())
             .filter(|&&k| k >= n)
             .collect();
-        assert!(extra.is_empty(), "outcomes for unselected variants {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "outcomes for unselected variants {extra:?}"
+        );
     }
 }
 
@@ -69,8 +72,11 @@ impl EventHandler for Recorder {
         let mut keys = HashSet::new();
         for e in &v.events {
             let k = (e.event.task_id, e.event.time_ms, e.event.kind.clone());
-            assert!(keys.insert(k.clone()) || matches!(k.2, taskdist::handlers::EventKind::Start),
-                "duplicated event {k:?} in variant {}", v.id.variant);
+            assert!(
+                keys.insert(k.clone()) || matches!(k.2, taskdist::handlers::EventKind::Start),
+                "duplicated event {k:?} in variant {}",
+                v.id.variant
+            );
         }
         self.seen()
             .finished
