@@ -188,7 +188,7 @@ async fn pushes_before_echo_and_go_send_are_events() {
         bin.extend(word(Command::Start));
         expect_bytes(&mut s, &bin, "binary + START").await;
         // the run, with bytes after </profile> that must be ignored
-        let mut doc = b"<profile><events><event type=\"START\" task-id=\"0\" time-stamp=\"100\"/>\
+        let doc = b"<profile><events><event type=\"START\" task-id=\"0\" time-stamp=\"100\"/>\
 <event type=\"EXIT\" task-id=\"0\" time-stamp=\"101\"/><event type=\"JOBS_DONE\" task-id=\"0\" time-stamp=\"101\"/>\
 </events></profile>\n\0junk<<"
             .to_vec();

@@ -760,6 +760,14 @@ impl Session {
         let polls = !self.cfg.dialect.pushes_events();
         let mut last_event = Instant::now();
         let mut last_life = last_event;
+        // START blocks the server for the sum of all offsets: an echo may wait that long.
+        let start_block = Duration::from_millis(
+            set.tasks
+                .iter()
+                .map(|t| t.offset_ms)
+                .fold(0, u64::saturating_add),
+        );
+        let start_block_end = last_event + start_block;
         let mut probe_deadline: Option<Instant> = None;
         let mut next_poll = last_event + self.cfg.poll_interval;
         loop {
@@ -864,7 +872,10 @@ impl Session {
             } else if v3 && now >= last_life + self.cfg.liveness_interval {
                 frame::encode_command(&mut self.wbuf, Command::Available);
                 self.flush("sending AVAILABLE").await?;
-                probe_deadline = Some(Instant::now() + self.cfg.reply_timeout);
+                let now = Instant::now();
+                probe_deadline = Some(
+                    (now + self.cfg.reply_timeout).max(start_block_end + self.cfg.reply_timeout),
+                );
             }
             if polls && now >= next_poll {
                 frame::encode_command(&mut self.wbuf, Command::GetProfile);
