@@ -274,3 +274,33 @@ async fn watched_namespace_hosts_come_up_go_down_and_return() {
     assert_eq!(next(&mut changes).await, Some(HostChange::Up(host)));
     cancel.cancel();
 }
+
+#[test]
+fn unprivileged_datagram_icmp_sockets_work_where_allowed() {
+    let Some(lab) = lab_or_skip("unprivileged_datagram_icmp_sockets_work_where_allowed", 'c')
+    else {
+        return;
+    };
+    // ping_group_range is per network namespace: allow datagram ICMP sockets in the lab only.
+    ip(&[
+        "netns",
+        "exec",
+        &lab.ns,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ])
+    .expect("allow unprivileged ICMP in the lab");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_taskdist")])
+        .args(["discover", "--socket", "dgram", "--sort", "127.0.0.0/22"])
+        .output()
+        .expect("run taskdist in the lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The lab's own loopback answers for all of 127/8.
+    assert_eq!(stdout.lines().count(), 1022, "{stderr}");
+    assert!(stderr.contains("probed 1022, up 1022"), "{stderr}");
+}
