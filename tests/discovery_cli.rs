@@ -116,3 +116,27 @@ fn icmp_discover_of_loopback_addresses() {
     assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), expected);
     assert!(stderr.contains("probed 14, up 14"), "{stderr}");
 }
+
+#[test]
+fn watch_mode_prints_hosts_as_they_come_up() {
+    let a = TcpListener::bind("127.0.6.12:0").expect("bind");
+    let port = a.local_addr().expect("addr").port().to_string();
+    let out = taskdist(&[
+        "discover",
+        "127.0.6.12/31",
+        "--probe",
+        "tcp",
+        "--port",
+        &port,
+        "--watch",
+        "--watch-secs",
+        "2",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [format!("up 127.0.6.12:{port}")]
+    );
+    drop(a);
+}
