@@ -153,6 +153,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn delays_never_shrink_and_never_pass_the_cap(
+            initial_ms in 0u64..100_000,
+            max_ms in 0u64..10_000_000,
+            factor in 0u32..10,
+            attempt in 0u32..200,
+        ) {
+            let b = Backoff {
+                initial: Duration::from_millis(initial_ms),
+                max: Duration::from_millis(max_ms),
+                factor,
+                jitter: 0.0,
+            };
+            let now = b.delay(attempt);
+            let next = b.delay(attempt + 1);
+            proptest::prop_assert!(now <= next);
+            proptest::prop_assert!(next <= b.max);
+            proptest::prop_assert_eq!(b.delay(0), b.initial.min(b.max));
+        }
+    }
+
     #[test]
     fn jitter_stays_within_bounds() {
         let b = Backoff::new(S(1), S(60)).with_jitter(0.5);

@@ -225,6 +225,7 @@ impl MonitorHandle {
                 e.state = HostState::Watched;
                 e.next_check = Instant::now() + recheck;
                 e.generation = generation;
+                e.checking = false;
                 true
             }
             _ => false,
@@ -244,6 +245,8 @@ impl MonitorHandle {
             Some(e) if e.state == HostState::Watched => {
                 e.state = HostState::Leased;
                 e.generation = generation;
+                // A check in flight now carries an old generation and will be ignored.
+                e.checking = false;
                 true
             }
             _ => false,
@@ -428,8 +431,8 @@ async fn run(
                     let mut shared = inner.lock();
                     let Some(e) = shared.hosts.get_mut(&addr) else { continue };
                     if e.generation != generation {
-                        // Changed through the handle while the check ran; its result is stale.
-                        e.checking = false;
+                        // Changed through the handle while the check ran: the result is stale
+                        // (the handle already cleared `checking` for the new state).
                         continue;
                     }
                     e.checking = false;
@@ -571,6 +574,42 @@ mod tests {
         cancel.cancel();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(handle.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_in_flight_during_lease_is_ignored() {
+        let pool = HostPool::parse(["10.9.0.1"], 1).expect("valid");
+        let a = pool.iter().next().expect("addr");
+        let prober = Arc::new(ScriptedProber::with_up([a]));
+        let cancel = CancellationToken::new();
+        let cfg = MonitorConfig {
+            lease_on_up: false,
+            ..quick_cfg()
+        };
+        let (handle, mut rx) = Monitor::spawn(pool, prober.clone(), cfg, cancel.clone());
+        assert_eq!(rx.recv().await, Some(HostChange::Up(a)));
+        // The host falls silent; wait until a re-check is in flight (it takes 100 ms to time
+        // out), then lease the host.
+        prober.set_down(a);
+        let before = prober.probes_of(a);
+        while prober.probes_of(a) == before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(handle.lease(a));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            handle.state(a),
+            Some(HostState::Leased),
+            "stale check ignored"
+        );
+        assert!(rx.try_recv().is_err(), "no Down for a leased host");
+        let probes = prober.probes_of(a);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(prober.probes_of(a), probes, "a leased host is not probed");
+        // Released, it is checked again and reported down.
+        assert!(handle.release(a));
+        assert_eq!(rx.recv().await, Some(HostChange::Down(a)));
+        cancel.cancel();
     }
 
     #[tokio::test(start_paused = true)]

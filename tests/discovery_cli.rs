@@ -1,0 +1,142 @@
+//! `taskdist discover` end to end (loopback only).
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn taskdist(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args(args)
+        .output()
+        .expect("run taskdist")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = taskdist(&["discover", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in [
+        "--probe",
+        "--port",
+        "--timeout-ms",
+        "--retries",
+        "--window",
+        "--rate",
+        "--max-hosts",
+        "--recv-buffer",
+        "--socket",
+        "--sort",
+        "--watch",
+        "--quiet",
+    ] {
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                let t = l.trim_start();
+                t.starts_with(&format!("{flag} ")) || t == flag || t.contains(&format!(", {flag}"))
+            })
+            .unwrap_or_else(|| panic!("{flag} missing from help:\n{help}"));
+        // Long help: the flag on one line, its description indented on the next.
+        let described = lines.get(at + 1).is_some_and(|l| {
+            l.starts_with("          ") && l.trim().chars().any(char::is_alphabetic)
+        });
+        assert!(described, "{flag} has no help text:\n{help}");
+    }
+}
+
+#[test]
+fn tcp_discover_prints_the_listening_hosts() {
+    let a = TcpListener::bind("127.0.6.2:0").expect("bind");
+    let port = a.local_addr().expect("addr").port();
+    let b = TcpListener::bind(("127.0.6.4", port)).expect("bind");
+    let port_s = port.to_string();
+    let out = taskdist(&[
+        "discover",
+        "127.0.6.0/29",
+        "--probe",
+        "tcp",
+        "--port",
+        &port_s,
+        "--sort",
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [format!("127.0.6.2:{port}"), format!("127.0.6.4:{port}")]
+    );
+    assert!(stderr.contains("probed 6, up 2"), "{stderr}");
+    drop((a, b));
+}
+
+#[test]
+fn no_host_up_exits_with_1() {
+    let free = TcpListener::bind("127.0.6.9:0").expect("bind");
+    let port = free.local_addr().expect("addr").port().to_string();
+    drop(free);
+    let out = taskdist(&["discover", "127.0.6.9", "--probe", "tcp", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn absurd_ranges_and_bad_items_are_refused_before_probing() {
+    let out = taskdist(&["discover", "fd00::/64"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--max-hosts"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = taskdist(&["discover", "10.0.0.300"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn icmp_discover_of_loopback_addresses() {
+    let out = taskdist(&["discover", "127.0.7.0/28", "--sort"]);
+    let stderr = text(&out.stderr);
+    if out.status.code() == Some(2) && stderr.contains("ICMP") {
+        eprintln!("SKIP icmp_discover_of_loopback_addresses: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let expected: Vec<String> = (1..=14).map(|h| format!("127.0.7.{h}")).collect();
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), expected);
+    assert!(stderr.contains("probed 14, up 14"), "{stderr}");
+}
+
+#[test]
+fn watch_mode_prints_hosts_as_they_come_up() {
+    let a = TcpListener::bind("127.0.6.12:0").expect("bind");
+    let port = a.local_addr().expect("addr").port().to_string();
+    let out = taskdist(&[
+        "discover",
+        "127.0.6.12/31",
+        "--probe",
+        "tcp",
+        "--port",
+        &port,
+        "--watch",
+        "--watch-secs",
+        "2",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [format!("up 127.0.6.12:{port}")]
+    );
+    drop(a);
+}

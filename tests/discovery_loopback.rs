@@ -1,0 +1,207 @@
+//! Discovery against loopback only (127.0.0.0/8): every address there answers ICMP echo on
+//! Linux, and TCP listeners can bind any of them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskdist::discovery::{
+    sweep, AvailableProber, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber,
+    Monitor, MonitorConfig, SweepConfig, TcpProber, AVAILABLE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Opens the ICMP prober, or explains why this test is skipped.
+fn icmp_or_skip(test: &str) -> Option<Arc<IcmpProber>> {
+    match IcmpProber::open(IcmpConfig::default()) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            eprintln!("SKIP {test}: ICMP sockets are not available here ({e})");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_sweep_of_a_loopback_slash16_finds_every_address() {
+    let Some(prober) = icmp_or_skip("icmp_sweep_of_a_loopback_slash16_finds_every_address") else {
+        return;
+    };
+    let pool = HostPool::parse(["127.1.0.0/16"], 3001).expect("valid pool");
+    let report = sweep(&pool, prober, &SweepConfig::default()).await;
+    assert_eq!(report.probed, 65534);
+    assert_eq!(
+        report.up.len(),
+        65534,
+        "missed {} addresses ({} probes sent)",
+        65534 - report.up.len(),
+        report.probes_sent
+    );
+    let expected: Vec<SocketAddr> = pool.iter().collect();
+    assert_eq!(report.up, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_window_larger_than_the_default_buffer_still_finds_everything() {
+    // The naive failure mode: a kernel-default receive buffer and thousands in flight. The
+    // retries must recover what the buffer dropped.
+    let Ok(prober) = IcmpProber::open(IcmpConfig {
+        recv_buffer_bytes: None,
+        filter_echo_replies: false,
+        ..IcmpConfig::default()
+    }) else {
+        eprintln!("SKIP: ICMP sockets are not available here");
+        return;
+    };
+    let pool = HostPool::parse(["127.2.0.0/20"], 3001).expect("valid pool");
+    let cfg = SweepConfig {
+        window: Some(1024),
+        rate_per_sec: Some(50_000),
+        retries: 4,
+    };
+    let report = sweep(&pool, Arc::new(prober), &cfg).await;
+    assert_eq!(report.up.len(), 4094, "{report:?}");
+}
+
+/// Reserves a port on `ip` and frees it again, so a listener can bind it later.
+async fn free_port(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+#[tokio::test]
+async fn tcp_sweep_finds_listeners_only() {
+    let a = TcpListener::bind("127.0.3.2:0").await.expect("bind");
+    let port = a.local_addr().expect("addr").port();
+    let b = TcpListener::bind(("127.0.3.5", port)).await.expect("bind");
+    let pool = HostPool::parse(["127.0.3.0/29"], port).expect("valid pool");
+    let report = sweep(
+        &pool,
+        Arc::new(TcpProber::default()),
+        &SweepConfig::default(),
+    )
+    .await;
+    let up: Vec<String> = report.up.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        up,
+        [format!("127.0.3.2:{port}"), format!("127.0.3.5:{port}")]
+    );
+    assert_eq!(report.negative, 4, "the others refuse");
+    drop((a, b));
+}
+
+/// A minimal stand-in for a v3 target: answers AVAILABLE, one client at a time.
+async fn fake_target(listener: TcpListener) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        let mut w = [0u8; 4];
+        while s.read_exact(&mut w).await.is_ok() {
+            if u32::from_le_bytes(w) == AVAILABLE && s.write_all(&w).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_comes_up_mid_run_is_reported() {
+    let addr = free_port("127.0.4.6").await;
+    let pool = HostPool::parse(["127.0.4.0/29"], addr.port()).expect("valid pool");
+    let cancel = CancellationToken::new();
+    let cfg = MonitorConfig {
+        round_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+        sweep: SweepConfig {
+            retries: 0,
+            ..SweepConfig::default()
+        },
+        ..MonitorConfig::default()
+    };
+    let (handle, mut changes) = Monitor::spawn(
+        pool,
+        Arc::new(AvailableProber::new(Duration::from_millis(500))),
+        cfg,
+        cancel.clone(),
+    );
+    // Let at least one round find nothing.
+    while handle.rounds_completed() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(changes.try_recv().is_err(), "nothing is up yet");
+    let listener = TcpListener::bind(addr).await.expect("bind the late target");
+    let server = tokio::spawn(fake_target(listener));
+    let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+        .await
+        .expect("the monitor reports the new host");
+    assert_eq!(change, Some(HostChange::Up(addr)));
+    assert_eq!(handle.state(addr), Some(HostState::Leased));
+    cancel.cancel();
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_host_whose_session_failed_goes_to_backoff_and_returns() {
+    let addr = free_port("127.0.5.3").await;
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    let server = tokio::spawn(fake_target(listener));
+    let pool = HostPool::parse([addr.to_string()], 1).expect("valid pool");
+    let cancel = CancellationToken::new();
+    let cfg = MonitorConfig {
+        failed_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
+        sweep: SweepConfig {
+            retries: 0,
+            ..SweepConfig::default()
+        },
+        ..MonitorConfig::default()
+    };
+    let prober = Arc::new(AvailableProber::new(Duration::from_millis(300)));
+    let (handle, mut changes) = Monitor::spawn(pool, prober, cfg, cancel.clone());
+    assert_eq!(changes.recv().await, Some(HostChange::Up(addr)));
+
+    // The target dies; the distributor's session notices and reports it.
+    server.abort();
+    let _ = server.await;
+    handle.report_failed(addr);
+    assert_eq!(handle.state(addr), Some(HostState::Backoff { attempt: 0 }));
+    // It stays in backoff, with growing attempts, while it is silent.
+    let mut attempt = 0;
+    for _ in 0..300 {
+        if let Some(HostState::Backoff { attempt: a }) = handle.state(addr) {
+            attempt = a;
+            if a >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        attempt >= 2,
+        "backoff attempts grow while the host is silent"
+    );
+    assert!(changes.try_recv().is_err(), "no Up while silent");
+
+    // It comes back on the same address: announced again.
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let server = tokio::spawn(fake_target(listener));
+    let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+        .await
+        .expect("the monitor reports the host again");
+    assert_eq!(change, Some(HostChange::Up(addr)));
+    cancel.cancel();
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_probe_of_ipv6_loopback() {
+    let Some(prober) = icmp_or_skip("icmp_probe_of_ipv6_loopback") else {
+        return;
+    };
+    let pool = HostPool::parse(["::1"], 1).expect("valid pool");
+    let report = sweep(&pool, prober, &SweepConfig::default()).await;
+    if report.first_error.is_some() {
+        eprintln!("SKIP icmp_probe_of_ipv6_loopback: no IPv6 here ({report:?})");
+        return;
+    }
+    assert_eq!(report.up.len(), 1);
+    assert_eq!(report.up[0].ip(), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]));
+}
