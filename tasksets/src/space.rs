@@ -138,18 +138,27 @@ impl IntAttr {
         )
     }
 
-    #[inline]
+    #[inline(always)]
     fn value(&self, digit: u64, key: impl FnOnce() -> u64) -> u64 {
         match self {
             IntAttr::Fixed(v) => *v,
             IntAttr::List(v) => v[digit as usize],
             IntAttr::Range { from, step, .. } => from + step * digit,
-            IntAttr::Uniform { lo, hi } => SplitMix64::new(key()).uniform_u64(*lo, *hi),
-            IntAttr::LogUniform { lo, hi } => SplitMix64::new(key()).log_uniform_u64(*lo, *hi),
-            IntAttr::Choice(v) => {
-                let k = SplitMix64::new(key()).uniform_u64(0, v.len() as u64 - 1);
-                v[k as usize]
-            }
+            _ => self.draw(key()),
+        }
+    }
+
+    /// The value of a random attribute for draw key `key`.
+    #[inline(never)]
+    fn draw(&self, key: u64) -> u64 {
+        let mut rng = SplitMix64::new(key);
+        match self {
+            IntAttr::Uniform { lo, hi } => rng.uniform_u64(*lo, *hi),
+            IntAttr::LogUniform { lo, hi } => rng.log_uniform_u64(*lo, *hi),
+            IntAttr::Choice(v) => v[rng.uniform_u64(0, v.len() as u64 - 1) as usize],
+            IntAttr::Fixed(v) => *v,
+            IntAttr::List(v) => v[0],
+            IntAttr::Range { from, .. } => *from,
         }
     }
 }
@@ -181,7 +190,7 @@ impl TextAttr {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&self, digit: u64, key: impl FnOnce() -> u64, out: &mut String) {
         let s: &str = match self {
             TextAttr::Fixed(s) => s,
@@ -197,11 +206,27 @@ impl TextAttr {
                 return;
             }
         };
-        if out != s {
+        if !same_bytes(out.as_bytes(), s.as_bytes()) {
             out.clear();
             out.push_str(s);
         }
     }
+}
+
+/// Byte equality without a `memcmp` call for the short names and values of tasks.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A real-valued attribute (the utilisation total).
@@ -582,7 +607,7 @@ impl Group {
                     t.config.push((name.clone(), String::new()));
                 }
                 let entry = &mut t.config[ci];
-                if entry.0 != *name {
+                if !same_bytes(entry.0.as_bytes(), name.as_bytes()) {
                     entry.0.clear();
                     entry.0.push_str(name);
                 }
@@ -738,7 +763,12 @@ impl VariantSpace {
     #[inline]
     fn build(&self, index: u64, out: &mut TaskSet) {
         let inner = &*self.inner;
-        let (mut combo, _sample) = split(index, inner.combinations_radix);
+        // Most indices lie in the first sample: skip the division then.
+        let mut combo = if u128::from(index) < inner.combinations {
+            index
+        } else {
+            split(index, inner.combinations_radix).0
+        };
         let mut shares = Vec::new();
         if inner.has_util {
             shares.reserve(inner.max_tasks);
@@ -747,8 +777,14 @@ impl VariantSpace {
         // grows when a variant has more tasks and is truncated when it has fewer.
         let tasks = &mut out.tasks;
         let mut at = 0usize;
+        let last = inner.groups.len().saturating_sub(1);
         for (gi, g) in inner.groups.iter().enumerate() {
-            let (digit, rest) = split(combo, inner.group_radix[gi]);
+            // The last group takes what is left (always below its size): no division.
+            let (digit, rest) = if gi == last {
+                (combo, 0)
+            } else {
+                split(combo, inner.group_radix[gi])
+            };
             combo = rest;
             g.build(gi, inner.seed, index, digit, tasks, &mut at, &mut shares);
         }
