@@ -800,8 +800,11 @@ impl VariantSpace {
     pub fn iter_from(&self, start: u64) -> Variants {
         Variants {
             space: self.clone(),
-            next: start,
-            end: self.inner.len.addressable(),
+            next: Some(start),
+            end: match self.inner.len {
+                SpaceLen::Finite(n) => Some(n),
+                SpaceLen::Unbounded => None,
+            },
             scratch: TaskSet { tasks: Vec::new() },
         }
     }
@@ -814,8 +817,10 @@ impl VariantSpace {
 #[derive(Debug, Clone)]
 pub struct Variants {
     space: VariantSpace,
-    next: u64,
-    end: Option<u64>,
+    /// The next index, `None` once `u64::MAX` has been yielded.
+    next: Option<u64>,
+    /// Exclusive end, `None` for an unbounded space.
+    end: Option<u128>,
     scratch: TaskSet,
 }
 
@@ -823,12 +828,12 @@ impl Variants {
     /// Build the next variant into `out` (reusing its allocations) and return its index.
     #[inline]
     pub fn next_into(&mut self, out: &mut TaskSet) -> Option<u64> {
-        let i = self.next;
-        if self.end.is_some_and(|e| i >= e) {
+        let i = self.next?;
+        if self.end.is_some_and(|e| u128::from(i) >= e) {
             return None;
         }
         self.space.build(i, out);
-        self.next = i.checked_add(1)?;
+        self.next = i.checked_add(1);
         Some(i)
     }
 }
@@ -845,17 +850,21 @@ impl Iterator for Variants {
     }
 
     fn nth(&mut self, n: usize) -> Option<Self::Item> {
-        self.next = self.next.saturating_add(n as u64);
+        self.next = self.next.and_then(|i| i.checked_add(n as u64));
         self.next()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.end {
-            Some(e) => {
-                let n = usize::try_from(e.saturating_sub(self.next)).unwrap_or(usize::MAX);
-                (n, Some(n))
-            }
-            None => (usize::MAX, None),
-        }
+        let Some(next) = self.next else {
+            return (0, Some(0));
+        };
+        // Indices left: up to the end of the space and at most up to u64::MAX inclusive.
+        let to_end = self
+            .end
+            .map_or(u128::MAX, |e| e.saturating_sub(u128::from(next)));
+        let left = to_end.min(u128::from(u64::MAX - next) + 1);
+        let n = usize::try_from(left).unwrap_or(usize::MAX);
+        let upper = usize::try_from(left).ok();
+        (n, upper)
     }
 }

@@ -219,7 +219,7 @@ impl Ctx<'_> {
     }
 
     fn toml(&self, e: &toml::de::Error) -> SpecError {
-        let message = e.message().trim_end().to_string();
+        let message = e.message().trim_end().replace('\n', "; ");
         match e.span() {
             Some(span) => self.at(span, message),
             None => self.whole(message),
