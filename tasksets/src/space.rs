@@ -504,21 +504,22 @@ impl Group {
         (self.counts.last().copied().unwrap_or(0), 0)
     }
 
-    /// Write this group's tasks for variant `index` into `tasks[first..]`.
+    /// Write this group's tasks for variant `index` into `tasks[*at..]`, taking the group's
+    /// digits (utilisation total, then each copy's attributes) from `src`.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
-    fn build(
+    #[inline(always)]
+    fn build<D: Digits>(
         &self,
         gi: usize,
         seed: u64,
         index: u64,
-        digit: u64,
+        count: u32,
+        src: &mut D,
         tasks: &mut Vec<Task>,
         at: &mut usize,
         shares: &mut Vec<f64>,
     ) {
-        let (count, digit) = self.pick_count(digit);
-        let (udigit, base) = split(digit, self.util_radix);
+        let udigit = src.take(self.util_radix);
         if let Some(u) = &self.util {
             let key = draw_key(seed, index, position(gi, GROUP_COPY, 0));
             let total = u.total.value(udigit, key);
@@ -542,32 +543,30 @@ impl Group {
                 }
             }
         }
-        let mut running = base;
+        let base = src.mark();
         for copy in 0..u64::from(count) {
-            let mut d = if self.independent { running } else { base };
+            if !self.independent {
+                // Shared copies read the same digits again.
+                src.rewind(base);
+            }
             let pos = *at;
             *at += 1;
             let key = |f: u64| move || draw_key(seed, index, position(gi, copy, f));
-            let mut next = |attr_radix: u64| {
-                let (x, rest) = split(d, attr_radix);
-                d = rest;
-                x
-            };
-            let dx = next(self.exec.radix());
-            let dc = next(self.crit.radix());
-            let dp = next(self.prio.radix());
-            let dd = next(match &self.deadline {
+            let dx = src.take(self.exec.radix());
+            let dc = src.take(self.crit.radix());
+            let dp = src.take(self.prio.radix());
+            let dd = src.take(match &self.deadline {
                 DeadlineAttr::Value(a) => a.radix(),
                 DeadlineAttr::Class(_) => 1,
             });
-            let dper = next(self.period.radix());
-            let doff = next(self.offset.radix());
-            let dj = next(self.jobs.radix());
-            let dq = next(self.quota.radix());
-            let dcaps = next(self.caps.radix());
-            let dcores = next(self.cores.radix());
-            let dco = next(self.coreoffset.radix());
-            let dpkg = next(self.pkg.radix());
+            let dper = src.take(self.period.radix());
+            let doff = src.take(self.offset.radix());
+            let dj = src.take(self.jobs.radix());
+            let dq = src.take(self.quota.radix());
+            let dcaps = src.take(self.caps.radix());
+            let dcores = src.take(self.cores.radix());
+            let dco = src.take(self.coreoffset.radix());
+            let dpkg = src.take(self.pkg.radix());
 
             if tasks.len() == pos {
                 tasks.push(Task::new(0, String::new()));
@@ -601,8 +600,7 @@ impl Group {
             self.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
             t.config.truncate(self.config.len());
             for (ci, (name, attr)) in self.config.iter().enumerate() {
-                let (dcfg, rest) = split(d, attr.radix());
-                d = rest;
+                let dcfg = src.take(attr.radix());
                 if t.config.len() == ci {
                     t.config.push((name.clone(), String::new()));
                 }
@@ -613,11 +611,100 @@ impl Group {
                 }
                 attr.write(dcfg, key(CONFIG_BASE + ci as u64), &mut entry.1);
             }
-            if self.independent {
-                running = d;
-            }
         }
     }
+}
+
+/// One enumerated digit of a decoded variant: its value and base (always at least 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digit {
+    value: u64,
+    radix: u64,
+}
+
+/// Where a group's digits come from: divided out of an index, or replayed from an odometer.
+/// Digits of base 1 are always 0 and are neither stored nor read.
+trait Digits {
+    /// The next digit of base `radix`.
+    fn take(&mut self, radix: u64) -> u64;
+    /// The current position, to read the same digits again (shared copies).
+    fn mark(&self) -> (u64, usize);
+    /// Go back to a position from `mark`.
+    fn rewind(&mut self, mark: (u64, usize));
+}
+
+/// Divides digits out of a number; optionally records each new digit.
+struct Splitter<'a> {
+    rest: u64,
+    pos: usize,
+    record: Option<&'a mut Vec<Digit>>,
+}
+
+impl Digits for Splitter<'_> {
+    #[inline(always)]
+    fn take(&mut self, radix: u64) -> u64 {
+        if radix == 1 {
+            return 0;
+        }
+        let (d, rest) = split(self.rest, radix);
+        self.rest = rest;
+        if let Some(rec) = self.record.as_deref_mut() {
+            if rec.len() == self.pos {
+                rec.push(Digit { value: d, radix });
+            }
+        }
+        self.pos += 1;
+        d
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> (u64, usize) {
+        (self.rest, self.pos)
+    }
+
+    #[inline(always)]
+    fn rewind(&mut self, mark: (u64, usize)) {
+        (self.rest, self.pos) = mark;
+    }
+}
+
+/// Reads recorded digits back.
+struct Replay<'a> {
+    digits: &'a [Digit],
+    pos: usize,
+}
+
+impl Digits for Replay<'_> {
+    #[inline(always)]
+    fn take(&mut self, radix: u64) -> u64 {
+        if radix == 1 {
+            return 0;
+        }
+        let d = self.digits.get(self.pos).map_or(0, |d| d.value);
+        self.pos += 1;
+        d
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> (u64, usize) {
+        (0, self.pos)
+    }
+
+    #[inline(always)]
+    fn rewind(&mut self, mark: (u64, usize)) {
+        self.pos = mark.1;
+    }
+}
+
+/// The decoded digits of the variant a [`Variants`] iterator built last, so that the next
+/// index is an increment with carry instead of a chain of divisions.
+#[derive(Debug, Clone, Default)]
+struct Odometer {
+    /// The index the digits stand for; `None` when they are not valid.
+    index: Option<u64>,
+    digits: Vec<Digit>,
+    /// Per group: its chosen count and the range of its digits.
+    groups: Vec<(u32, usize, usize)>,
 }
 
 fn checked_pow(base: u128, exp: u32) -> Option<u128> {
@@ -756,12 +843,13 @@ impl VariantSpace {
                 },
             });
         }
-        self.build(index, out);
+        self.build(index, out, None);
         Ok(())
     }
 
+    /// Build variant `index` by dividing its digits out; records them into `odo` if given.
     #[inline]
-    fn build(&self, index: u64, out: &mut TaskSet) {
+    fn build(&self, index: u64, out: &mut TaskSet, mut odo: Option<&mut Odometer>) {
         let inner = &*self.inner;
         // Most indices lie in the first sample: skip the division then.
         let mut combo = if u128::from(index) < inner.combinations {
@@ -773,11 +861,23 @@ impl VariantSpace {
         if inner.has_util {
             shares.reserve(inner.max_tasks);
         }
+        if let Some(o) = odo.as_deref_mut() {
+            o.index = Some(index);
+            o.digits.clear();
+            o.groups.clear();
+        }
         // Existing tasks (and their string buffers) are overwritten in order; the vector
         // grows when a variant has more tasks and is truncated when it has fewer.
         let tasks = &mut out.tasks;
         let mut at = 0usize;
         let last = inner.groups.len().saturating_sub(1);
+        let recording = odo.is_some();
+        let mut src = Splitter {
+            rest: 0,
+            pos: 0,
+            record: odo.as_deref_mut().map(|o| &mut o.digits),
+        };
+        let mut ranges = Vec::new();
         for (gi, g) in inner.groups.iter().enumerate() {
             // The last group takes what is left (always below its size): no division.
             let (digit, rest) = if gi == last {
@@ -786,9 +886,66 @@ impl VariantSpace {
                 split(combo, inner.group_radix[gi])
             };
             combo = rest;
-            g.build(gi, inner.seed, index, digit, tasks, &mut at, &mut shares);
+            let (count, within) = g.pick_count(digit);
+            src.rest = within;
+            let start = src.pos;
+            g.build(gi, inner.seed, index, count, &mut src, tasks, &mut at, &mut shares);
+            if recording {
+                ranges.push((count, start, src.pos));
+            }
         }
         tasks.truncate(at);
+        if let Some(o) = odo {
+            o.groups = ranges;
+        }
+    }
+
+    /// Build variant `index` from the odometer's digits if `index` follows the variant it
+    /// holds and the increment stays within the current counts; else divide.
+    #[inline]
+    fn build_next(&self, index: u64, out: &mut TaskSet, odo: &mut Odometer) {
+        let follows = odo.index.is_some_and(|prev| prev.checked_add(1) == Some(index));
+        if !follows || !self.increment(odo) {
+            self.build(index, out, Some(odo));
+            return;
+        }
+        odo.index = Some(index);
+        let inner = &*self.inner;
+        let mut shares = Vec::new();
+        if inner.has_util {
+            shares.reserve(inner.max_tasks);
+        }
+        let tasks = &mut out.tasks;
+        let mut at = 0usize;
+        let mut src = Replay {
+            digits: &odo.digits,
+            pos: 0,
+        };
+        for (gi, g) in inner.groups.iter().enumerate() {
+            let count = odo.groups[gi].0;
+            g.build(gi, inner.seed, index, count, &mut src, tasks, &mut at, &mut shares);
+        }
+        tasks.truncate(at);
+    }
+
+    /// Add one to the odometer. Returns `false` when the carry would change a group's count
+    /// or leave the enumerated combinations (then the caller divides instead).
+    #[inline]
+    fn increment(&self, odo: &mut Odometer) -> bool {
+        for (gi, &(_, start, end)) in odo.groups.iter().enumerate() {
+            for d in &mut odo.digits[start..end] {
+                d.value += 1;
+                if d.value < d.radix {
+                    return true;
+                }
+                d.value = 0;
+            }
+            // Carry out of this group: only a group with a single count wraps around cleanly.
+            if self.inner.groups[gi].counts.len() != 1 {
+                return false;
+            }
+        }
+        false
     }
 
     /// Iterate over all variants from index 0, lazily.
@@ -806,6 +963,7 @@ impl VariantSpace {
                 SpaceLen::Unbounded => None,
             },
             scratch: TaskSet { tasks: Vec::new() },
+            odometer: Odometer::default(),
         }
     }
 }
@@ -822,6 +980,7 @@ pub struct Variants {
     /// Exclusive end, `None` for an unbounded space.
     end: Option<u128>,
     scratch: TaskSet,
+    odometer: Odometer,
 }
 
 impl Variants {
@@ -832,7 +991,7 @@ impl Variants {
         if self.end.is_some_and(|e| u128::from(i) >= e) {
             return None;
         }
-        self.space.build(i, out);
+        self.space.build_next(i, out, &mut self.odometer);
         self.next = i.checked_add(1);
         Some(i)
     }
