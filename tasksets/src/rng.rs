@@ -17,10 +17,24 @@ pub fn mix64(mut z: u64) -> u64 {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// The key of one attribute's draws in one variant.
+/// The key of one attribute's draws in one variant:
+/// `position_key(variant_key(seed, index), position)`.
 #[inline]
 pub fn draw_key(seed: u64, index: u64, position: u64) -> u64 {
-    mix64(mix64(mix64(seed.wrapping_add(GOLDEN)) ^ index).wrapping_add(GOLDEN) ^ position)
+    position_key(variant_key(seed, index), position)
+}
+
+/// The part of [`draw_key`] shared by all attributes of variant `index` (computed once per
+/// variant on the hot path).
+#[inline]
+pub fn variant_key(seed: u64, index: u64) -> u64 {
+    mix64(mix64(seed.wrapping_add(GOLDEN)) ^ index)
+}
+
+/// The key of the attribute at `position` within a variant whose key is `variant_key`.
+#[inline]
+pub fn position_key(variant_key: u64, position: u64) -> u64 {
+    mix64(variant_key.wrapping_add(GOLDEN) ^ position)
 }
 
 /// A SplitMix64 stream: `next` adds the golden gamma and mixes.
@@ -62,9 +76,13 @@ impl SplitMix64 {
     /// `x` uniform in `[ln lo, ln(hi + 1))`, clamped to the bounds.
     #[inline]
     pub fn log_uniform_u64(&mut self, lo: u64, hi: u64) -> u64 {
-        let a = (lo as f64).ln();
-        let b = ((hi as f64) + 1.0).ln();
-        let v = (a + self.next_f64() * (b - a)).exp().floor();
+        self.log_uniform_u64_with(lo, hi, (lo as f64).ln(), ((hi as f64) + 1.0).ln())
+    }
+
+    /// [`SplitMix64::log_uniform_u64`] with `ln(lo)` and `ln(hi + 1)` precomputed.
+    #[inline]
+    pub fn log_uniform_u64_with(&mut self, lo: u64, hi: u64, ln_lo: f64, ln_hi1: f64) -> u64 {
+        let v = (ln_lo + self.next_f64() * (ln_hi1 - ln_lo)).exp().floor();
         (v as u64).clamp(lo, hi)
     }
 
@@ -85,6 +103,23 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splitmix64_matches_the_reference_sequence() {
+        // Outputs of the reference SplitMix64 (Vigna's splitmix64.c) seeded with 1234567.
+        let mut r = SplitMix64::new(1234567);
+        let got: Vec<u64> = (0..5).map(|_| r.next()).collect();
+        assert_eq!(
+            got,
+            [
+                6457827717110365317,
+                3203168211198807973,
+                9817491932198370423,
+                4593380528125082431,
+                16408922859458223821
+            ]
+        );
+    }
 
     #[test]
     fn keys_differ_by_each_input() {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::generate::{self, DeadlineClass};
 use crate::model::{Task, TaskSet};
-use crate::rng::{draw_key, SplitMix64};
+use crate::rng::{position_key, variant_key, SplitMix64};
 
 /// How many variants a space holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +60,8 @@ impl std::fmt::Display for SpaceLen {
     }
 }
 
-/// A variant could not be built.
+/// A variant could not be built. Every attribute's range is checked against the target's
+/// limits when the spec is loaded, so a valid index always yields a valid task-set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VariantError {
     /// The index lies beyond the end of a finite space.
@@ -70,15 +71,6 @@ pub enum VariantError {
         index: u64,
         /// The size of the space.
         len: u128,
-    },
-    /// The built variant violates the target's limits. Spaces are checked when the spec is
-    /// loaded, so this indicates a bug; it is reported instead of panicking.
-    #[error("variant {index} is invalid: {source}")]
-    Invalid {
-        /// The variant index.
-        index: u64,
-        /// What is wrong.
-        source: crate::ValidationError,
     },
 }
 
@@ -102,13 +94,36 @@ pub(crate) fn radix_of(n: u128) -> u64 {
 pub(crate) enum IntAttr {
     Fixed(u64),
     List(Box<[u64]>),
-    Range { from: u64, step: u64, n: u64 },
-    Uniform { lo: u64, hi: u64 },
-    LogUniform { lo: u64, hi: u64 },
+    Range {
+        from: u64,
+        step: u64,
+        n: u64,
+    },
+    Uniform {
+        lo: u64,
+        hi: u64,
+    },
+    /// `ln_lo`, `ln_hi1` are `ln(lo)` and `ln(hi + 1)`, computed once.
+    LogUniform {
+        lo: u64,
+        hi: u64,
+        ln_lo: f64,
+        ln_hi1: f64,
+    },
     Choice(Box<[u64]>),
 }
 
 impl IntAttr {
+    /// A log-uniform draw over `lo..=hi` (requires `1 <= lo <= hi`).
+    pub(crate) fn log_uniform(lo: u64, hi: u64) -> Self {
+        IntAttr::LogUniform {
+            lo,
+            hi,
+            ln_lo: (lo as f64).ln(),
+            ln_hi1: (hi as f64 + 1.0).ln(),
+        }
+    }
+
     /// Number of enumerated values (1 for fixed and random attributes).
     pub(crate) fn radix(&self) -> u64 {
         match self {
@@ -127,7 +142,7 @@ impl IntAttr {
                 v.iter().copied().max().unwrap_or(0),
             ),
             IntAttr::Range { from, step, n } => (*from, from + step * (n - 1)),
-            IntAttr::Uniform { lo, hi } | IntAttr::LogUniform { lo, hi } => (*lo, *hi),
+            IntAttr::Uniform { lo, hi } | IntAttr::LogUniform { lo, hi, .. } => (*lo, *hi),
         }
     }
 
@@ -154,7 +169,12 @@ impl IntAttr {
         let mut rng = SplitMix64::new(key);
         match self {
             IntAttr::Uniform { lo, hi } => rng.uniform_u64(*lo, *hi),
-            IntAttr::LogUniform { lo, hi } => rng.log_uniform_u64(*lo, *hi),
+            IntAttr::LogUniform {
+                lo,
+                hi,
+                ln_lo,
+                ln_hi1,
+            } => rng.log_uniform_u64_with(*lo, *hi, *ln_lo, *ln_hi1),
             IntAttr::Choice(v) => v[rng.uniform_u64(0, v.len() as u64 - 1) as usize],
             IntAttr::Fixed(v) => *v,
             IntAttr::List(v) => v[0],
@@ -511,8 +531,7 @@ impl Group {
     fn build<D: Digits>(
         &self,
         gi: usize,
-        seed: u64,
-        index: u64,
+        vkey: u64,
         count: u32,
         src: &mut D,
         tasks: &mut Vec<Task>,
@@ -521,9 +540,9 @@ impl Group {
     ) {
         let udigit = src.take(self.util_radix);
         if let Some(u) = &self.util {
-            let key = draw_key(seed, index, position(gi, GROUP_COPY, 0));
+            let key = position_key(vkey, position(gi, GROUP_COPY, 0));
             let total = u.total.value(udigit, key);
-            let mut rng = SplitMix64::new(draw_key(seed, index, position(gi, GROUP_COPY, 1)));
+            let mut rng = SplitMix64::new(position_key(vkey, position(gi, GROUP_COPY, 1)));
             let n = count as usize;
             match u.method {
                 SplitMethod::UUniFast => {
@@ -551,7 +570,7 @@ impl Group {
             }
             let pos = *at;
             *at += 1;
-            let key = |f: u64| move || draw_key(seed, index, position(gi, copy, f));
+            let key = |f: u64| move || position_key(vkey, position(gi, copy, f));
             let dx = src.take(self.exec.radix());
             let dc = src.take(self.crit.radix());
             let dp = src.take(self.prio.radix());
@@ -868,6 +887,7 @@ impl VariantSpace {
         }
         // Existing tasks (and their string buffers) are overwritten in order; the vector
         // grows when a variant has more tasks and is truncated when it has fewer.
+        let vkey = variant_key(inner.seed, index);
         let tasks = &mut out.tasks;
         let mut at = 0usize;
         let last = inner.groups.len().saturating_sub(1);
@@ -889,7 +909,7 @@ impl VariantSpace {
             let (count, within) = g.pick_count(digit);
             src.rest = within;
             let start = src.pos;
-            g.build(gi, inner.seed, index, count, &mut src, tasks, &mut at, &mut shares);
+            g.build(gi, vkey, count, &mut src, tasks, &mut at, &mut shares);
             if recording {
                 ranges.push((count, start, src.pos));
             }
@@ -904,7 +924,9 @@ impl VariantSpace {
     /// holds and the increment stays within the current counts; else divide.
     #[inline]
     fn build_next(&self, index: u64, out: &mut TaskSet, odo: &mut Odometer) {
-        let follows = odo.index.is_some_and(|prev| prev.checked_add(1) == Some(index));
+        let follows = odo
+            .index
+            .is_some_and(|prev| prev.checked_add(1) == Some(index));
         if !follows || !self.increment(odo) {
             self.build(index, out, Some(odo));
             return;
@@ -915,6 +937,7 @@ impl VariantSpace {
         if inner.has_util {
             shares.reserve(inner.max_tasks);
         }
+        let vkey = variant_key(inner.seed, index);
         let tasks = &mut out.tasks;
         let mut at = 0usize;
         let mut src = Replay {
@@ -923,7 +946,7 @@ impl VariantSpace {
         };
         for (gi, g) in inner.groups.iter().enumerate() {
             let count = odo.groups[gi].0;
-            g.build(gi, inner.seed, index, count, &mut src, tasks, &mut at, &mut shares);
+            g.build(gi, vkey, count, &mut src, tasks, &mut at, &mut shares);
         }
         tasks.truncate(at);
     }

@@ -23,6 +23,9 @@ pub const MAX_COUNT: u64 = 4096;
 /// task group); attribute ranges are never materialised and have no such limit.
 const MAX_COUNT_VALUES: u64 = 4096;
 
+/// Most values a range of real numbers may have.
+const MAX_FLOAT_STEPS: f64 = 1e12;
+
 /// A spec could not be loaded. Every variant names the spec (file path or catalog name).
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -700,7 +703,6 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
     let util = match &t.utilisation {
         None => None,
         Some(u) => {
-            let u_span = u.span();
             let u = u.get_ref();
             if let Some(e) = &t.executiontime_ms {
                 return Err(ctx.at(
@@ -749,7 +751,6 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
                     ),
                 ));
             }
-            let _ = u_span;
             Some(Utilisation { total, method, max })
         }
     };
@@ -849,7 +850,7 @@ fn int_attr(
                 if a == 0 {
                     return Err(err("`log_uniform` needs a lower bound of at least 1".into()));
                 }
-                IntAttr::LogUniform { lo: a, hi: b }
+                IntAttr::log_uniform(a, b)
             } else {
                 IntAttr::Uniform { lo: a, hi: b }
             }
@@ -887,7 +888,13 @@ fn float_attr(v: &Spanned<RawValue>, name: &str, ctx: &Ctx) -> Result<FloatAttr,
                 )));
             }
             // Tolerate rounding so that `from = 0.1, to = 0.9, step = 0.1` has 9 values.
-            let n = ((to - from) / step + 1e-9).floor() as u64 + 1;
+            let steps = ((to - from) / step + 1e-9).floor();
+            if steps >= MAX_FLOAT_STEPS {
+                return Err(err(format!(
+                    "range from {from} to {to} step {step} has more than {MAX_FLOAT_STEPS} values"
+                )));
+            }
+            let n = steps as u64 + 1;
             FloatAttr::Range { from, step, n }
         }
         RawValue::Uniform(a, b) | RawValue::LogUniform(a, b) => {

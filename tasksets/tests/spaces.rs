@@ -374,3 +374,23 @@ fn catalog_variants_are_valid() {
             .all(|t| t.pkg == "idle" && t.criticaltime_ms > 0));
     }
 }
+
+#[test]
+fn draws_are_stable_across_versions() {
+    // Recorded runs store (spec text, index); changing the draw function would silently
+    // change what those indices mean. These values pin it.
+    let s = Spec::load("hey-random-priorities").unwrap();
+    let p = |i| -> Vec<u32> {
+        s.space()
+            .get(i)
+            .unwrap()
+            .tasks
+            .iter()
+            .map(|t| t.priority)
+            .collect()
+    };
+    assert_eq!(p(0), PINNED_0);
+    assert_eq!(p(99), PINNED_99);
+}
+const PINNED_0: [u32; 10] = [36, 118, 41, 126, 82, 37, 120, 8, 109, 112];
+const PINNED_99: [u32; 10] = [111, 71, 106, 110, 35, 50, 9, 60, 9, 36];
