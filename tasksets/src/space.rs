@@ -381,6 +381,23 @@ pub(crate) struct Group {
     /// All combinations of the group.
     pub(crate) size: u128,
     util_radix: u64,
+    /// The build plan: numeric fields (indexed by `F_*`) that never change...
+    consts: [u64; NUM_FIELDS],
+    /// ...and those that do (enumerated or random), in digit order.
+    int_ops: Box<[IntOp]>,
+    pkg_radix: u64,
+    config_radix: Box<[u64]>,
+}
+
+/// Number of numeric fields of a task (`F_EXEC..=F_COREOFFSET`).
+const NUM_FIELDS: usize = 11;
+
+/// A numeric field whose value varies between variants.
+#[derive(Debug, Clone, PartialEq)]
+struct IntOp {
+    field: usize,
+    radix: u64,
+    attr: IntAttr,
 }
 
 impl Group {
@@ -425,6 +442,10 @@ impl Group {
             count_radix: Box::new([]),
             size: 0,
             util_radix: 1,
+            consts: [0; NUM_FIELDS],
+            int_ops: Box::new([]),
+            pkg_radix: 1,
+            config_radix: Box::new([]),
         };
         g.finish()?;
         Ok(g)
@@ -453,7 +474,45 @@ impl Group {
         .chain(self.config.iter().map(|(_, a)| a.radix()))
     }
 
+    /// The numeric attributes, indexed by `F_*` (a deadline class counts as fixed 0 here and
+    /// is applied after the period is known).
+    fn int_attrs(&self) -> [&IntAttr; NUM_FIELDS] {
+        const CLASS: IntAttr = IntAttr::Fixed(0);
+        [
+            &self.exec,
+            &self.crit,
+            &self.prio,
+            match &self.deadline {
+                DeadlineAttr::Value(a) => a,
+                DeadlineAttr::Class(_) => &CLASS,
+            },
+            &self.period,
+            &self.offset,
+            &self.jobs,
+            &self.quota,
+            &self.caps,
+            &self.cores,
+            &self.coreoffset,
+        ]
+    }
+
     fn finish(&mut self) -> Result<(), String> {
+        let mut consts = [0u64; NUM_FIELDS];
+        let mut ops = Vec::new();
+        for (field, attr) in self.int_attrs().into_iter().enumerate() {
+            match attr {
+                IntAttr::Fixed(v) => consts[field] = *v,
+                other => ops.push(IntOp {
+                    field,
+                    radix: other.radix(),
+                    attr: other.clone(),
+                }),
+            }
+        }
+        self.consts = consts;
+        self.int_ops = ops.into();
+        self.pkg_radix = self.pkg.radix();
+        self.config_radix = self.config.iter().map(|(_, a)| a.radix()).collect();
         let too_big = || "the space has more than 2^128 variants".to_string();
         let mut per_copy: u128 = 1;
         for r in self.digit_radices() {
@@ -571,55 +630,48 @@ impl Group {
             let pos = *at;
             *at += 1;
             let key = |f: u64| move || position_key(vkey, position(gi, copy, f));
-            let dx = src.take(self.exec.radix());
-            let dc = src.take(self.crit.radix());
-            let dp = src.take(self.prio.radix());
-            let dd = src.take(match &self.deadline {
-                DeadlineAttr::Value(a) => a.radix(),
-                DeadlineAttr::Class(_) => 1,
-            });
-            let dper = src.take(self.period.radix());
-            let doff = src.take(self.offset.radix());
-            let dj = src.take(self.jobs.radix());
-            let dq = src.take(self.quota.radix());
-            let dcaps = src.take(self.caps.radix());
-            let dcores = src.take(self.cores.radix());
-            let dco = src.take(self.coreoffset.radix());
-            let dpkg = src.take(self.pkg.radix());
+            let mut v = self.consts;
+            for op in self.int_ops.iter() {
+                let d = src.take(op.radix);
+                v[op.field] = op.attr.value(d, key(op.field as u64));
+            }
+            let dpkg = src.take(self.pkg_radix);
 
             if tasks.len() == pos {
                 tasks.push(Task::new(0, String::new()));
             }
             let t = &mut tasks[pos];
             t.id = pos as u32;
-            t.period_ms = self.period.value(dper, key(F_PERIOD));
+            t.period_ms = v[F_PERIOD as usize];
             t.executiontime_ms = match &self.util {
                 Some(_) => generate::execution_ms(
                     shares.get(copy as usize).copied().unwrap_or(0.0),
                     t.period_ms,
                 ),
-                None => self.exec.value(dx, key(F_EXEC)),
+                None => v[F_EXEC as usize],
             };
-            t.criticaltime_ms = self.crit.value(dc, key(F_CRIT));
-            t.priority = self.prio.value(dp, key(F_PRIO)) as u32;
+            t.criticaltime_ms = v[F_CRIT as usize];
+            t.priority = v[F_PRIO as usize] as u32;
             t.deadline_ms = match &self.deadline {
-                DeadlineAttr::Value(a) => a.value(dd, key(F_DEADLINE)),
+                DeadlineAttr::Value(_) => v[F_DEADLINE as usize],
                 DeadlineAttr::Class(c) => c.deadline_ms(
                     &mut SplitMix64::new(key(F_DEADLINE)()),
                     t.executiontime_ms,
                     t.period_ms,
                 ),
             };
-            t.offset_ms = self.offset.value(doff, key(F_OFFSET));
-            t.numberofjobs = self.jobs.value(dj, key(F_JOBS)) as u32;
-            t.quota_bytes = self.quota.value(dq, key(F_QUOTA));
-            t.caps = self.caps.value(dcaps, key(F_CAPS)) as u32;
-            t.cores = self.cores.value(dcores, key(F_CORES)) as u32;
-            t.coreoffset = self.coreoffset.value(dco, key(F_COREOFFSET)) as u32;
+            t.offset_ms = v[F_OFFSET as usize];
+            t.numberofjobs = v[F_JOBS as usize] as u32;
+            t.quota_bytes = v[F_QUOTA as usize];
+            t.caps = v[F_CAPS as usize] as u32;
+            t.cores = v[F_CORES as usize] as u32;
+            t.coreoffset = v[F_COREOFFSET as usize] as u32;
             self.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
             t.config.truncate(self.config.len());
-            for (ci, (name, attr)) in self.config.iter().enumerate() {
-                let dcfg = src.take(attr.radix());
+            for (ci, ((name, attr), &radix)) in
+                self.config.iter().zip(self.config_radix.iter()).enumerate()
+            {
+                let dcfg = src.take(radix);
                 if t.config.len() == ci {
                     t.config.push((name.clone(), String::new()));
                 }
@@ -749,6 +801,8 @@ pub(crate) struct Inner {
     len: SpaceLen,
     max_tasks: usize,
     has_util: bool,
+    /// Whether any attribute is random.
+    random: bool,
 }
 
 /// A lazy, index-addressable space of task-set variants. Cheap to clone (shared).
@@ -801,6 +855,7 @@ impl VariantSpace {
                 seed,
                 group_radix: groups.iter().map(|g| radix_of(g.size)).collect(),
                 has_util: groups.iter().any(|g| g.util.is_some()),
+                random: groups.iter().any(Group::is_random),
                 groups: groups.into(),
                 combinations,
                 combinations_radix: radix_of(combinations),
@@ -827,7 +882,7 @@ impl VariantSpace {
 
     /// Whether any value is drawn at random (else all samples of a combination are equal).
     pub fn is_random(&self) -> bool {
-        self.inner.groups.iter().any(Group::is_random)
+        self.inner.random
     }
 
     /// The seed of all random draws.
@@ -887,7 +942,12 @@ impl VariantSpace {
         }
         // Existing tasks (and their string buffers) are overwritten in order; the vector
         // grows when a variant has more tasks and is truncated when it has fewer.
-        let vkey = variant_key(inner.seed, index);
+        // Keys are only needed by random attributes.
+        let vkey = if inner.random {
+            variant_key(inner.seed, index)
+        } else {
+            0
+        };
         let tasks = &mut out.tasks;
         let mut at = 0usize;
         let last = inner.groups.len().saturating_sub(1);
@@ -937,7 +997,12 @@ impl VariantSpace {
         if inner.has_util {
             shares.reserve(inner.max_tasks);
         }
-        let vkey = variant_key(inner.seed, index);
+        // Keys are only needed by random attributes.
+        let vkey = if inner.random {
+            variant_key(inner.seed, index)
+        } else {
+            0
+        };
         let tasks = &mut out.tasks;
         let mut at = 0usize;
         let mut src = Replay {
