@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::generate::{self, DeadlineClass};
 use crate::model::{Task, TaskSet};
-use crate::rng::{position_key, variant_key, SplitMix64};
+use crate::rng::{position_key, variant_key, Permutation, SplitMix64};
 
 /// How many variants a space holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -803,6 +803,8 @@ pub(crate) struct Inner {
     has_util: bool,
     /// Whether any attribute is random.
     random: bool,
+    /// `order = "shuffled"`: position -> enumeration index.
+    shuffle: Option<Permutation>,
 }
 
 /// A lazy, index-addressable space of task-set variants. Cheap to clone (shared).
@@ -834,7 +836,12 @@ pub(crate) enum Samples {
 }
 
 impl VariantSpace {
-    pub(crate) fn new(seed: u64, groups: Vec<Group>, samples: Samples) -> Result<Self, String> {
+    pub(crate) fn new(
+        seed: u64,
+        groups: Vec<Group>,
+        samples: Samples,
+        shuffled: bool,
+    ) -> Result<Self, String> {
         let mut combinations: u128 = 1;
         for g in &groups {
             combinations = combinations
@@ -850,12 +857,26 @@ impl VariantSpace {
             Samples::Unbounded => SpaceLen::Unbounded,
         };
         let max_tasks = groups.iter().map(|g| g.max_count() as usize).sum();
+        let shuffle = if shuffled {
+            let n = match len {
+                SpaceLen::Finite(n) => u64::try_from(n).ok(),
+                SpaceLen::Unbounded => {
+                    return Err("`order = \"shuffled\"` needs a finite space; \
+                                an unbounded stream has no order to shuffle"
+                        .to_string())
+                }
+            };
+            Permutation::new(n, seed)
+        } else {
+            None
+        };
         Ok(VariantSpace {
             inner: Arc::new(Inner {
                 seed,
                 group_radix: groups.iter().map(|g| radix_of(g.size)).collect(),
                 has_util: groups.iter().any(|g| g.util.is_some()),
                 random: groups.iter().any(Group::is_random),
+                shuffle,
                 groups: groups.into(),
                 combinations,
                 combinations_radix: radix_of(combinations),
@@ -883,6 +904,22 @@ impl VariantSpace {
     /// Whether any value is drawn at random (else all samples of a combination are equal).
     pub fn is_random(&self) -> bool {
         self.inner.random
+    }
+
+    /// Whether the space lists its variants in a shuffled order (`order = "shuffled"`).
+    pub fn is_shuffled(&self) -> bool {
+        self.inner.shuffle.is_some()
+    }
+
+    /// The position of variant `index` in enumeration order: `index` itself, or its image
+    /// under the seeded permutation of a shuffled space. Random draws are keyed by this
+    /// enumeration index, so a shuffled space holds exactly the variants of the unshuffled one.
+    #[inline]
+    pub fn enumeration_index(&self, index: u64) -> u64 {
+        match &self.inner.shuffle {
+            Some(p) => p.apply(index),
+            None => index,
+        }
     }
 
     /// The seed of all random draws.
@@ -917,7 +954,7 @@ impl VariantSpace {
                 },
             });
         }
-        self.build(index, out, None);
+        self.build(self.enumeration_index(index), out, None);
         Ok(())
     }
 
@@ -1079,7 +1116,11 @@ impl Variants {
         if self.end.is_some_and(|e| u128::from(i) >= e) {
             return None;
         }
-        self.space.build_next(i, out, &mut self.odometer);
+        if self.space.inner.shuffle.is_some() {
+            self.space.build(self.space.enumeration_index(i), out, None);
+        } else {
+            self.space.build_next(i, out, &mut self.odometer);
+        }
         self.next = i.checked_add(1);
         Some(i)
     }

@@ -250,6 +250,7 @@ struct RawSpec {
     description: Option<String>,
     seed: Option<u64>,
     samples: Option<Spanned<Scalar>>,
+    order: Option<Spanned<String>>,
     admission: Option<RawAdmission>,
     #[serde(default)]
     task: Vec<Spanned<RawTask>>,
@@ -510,7 +511,25 @@ fn compile(raw: RawSpec, ctx: &Ctx) -> Result<Spec, SpecError> {
     if total_tasks > u64::from(u32::MAX) {
         return Err(ctx.whole("a variant would have more than 2^32 tasks"));
     }
-    let space = VariantSpace::new(seed, groups, samples).map_err(|m| ctx.whole(m))?;
+    let shuffled =
+        match &raw.order {
+            None => false,
+            Some(o) => match o.get_ref().as_str() {
+                "enumerated" => false,
+                "shuffled" => true,
+                other => return Err(ctx.at(
+                    o.span(),
+                    format!(
+                        "`order`: unknown order {other:?}; expected \"enumerated\" or \"shuffled\""
+                    ),
+                )),
+            },
+        };
+    let space =
+        VariantSpace::new(seed, groups, samples, shuffled).map_err(|m| match &raw.order {
+            Some(o) if shuffled => ctx.at(o.span(), m),
+            _ => ctx.whole(m),
+        })?;
     if samples != Samples::Finite(1) && !space.is_random() {
         let span = raw.samples.as_ref().map_or(0..0, |s| s.span());
         return Err(ctx.at(

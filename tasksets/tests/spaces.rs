@@ -43,6 +43,7 @@ prop_compose! {
             1..3),
         seed in 0..=i64::MAX as u64,
         samples in 0u8..3,
+        shuffled in any::<bool>(),
     ) -> String {
         let mut t = format!("seed = {seed}\n");
         let mut random = false;
@@ -65,12 +66,16 @@ prop_compose! {
             t += &format!("period_ms = {}\n", value_spec(qk, qa * 100, qb * 100, qc * 100));
             t += &format!("config = {{ arg1 = {} }}\n", value_spec(ak, aa, ab, ac));
         }
+        let unbounded = random && samples == 2;
         if random {
             t = match samples {
                 0 => t,
                 1 => format!("samples = 3\n{t}"),
                 _ => format!("samples = \"unbounded\"\n{t}"),
             };
+        }
+        if shuffled && !unbounded {
+            t = format!("order = \"shuffled\"\n{t}");
         }
         t
     }
@@ -394,3 +399,42 @@ fn draws_are_stable_across_versions() {
 }
 const PINNED_0: [u32; 10] = [36, 118, 41, 126, 82, 37, 120, 8, 109, 112];
 const PINNED_99: [u32; 10] = [111, 71, 106, 110, 35, 50, 9, 60, 9, 36];
+
+#[test]
+fn shuffled_order_is_a_permutation_of_the_same_variants() {
+    let body = "[[task]]\npkg = \"hey\"\ncount = 2\nindependent = true\npriority = { from = 0, to = 9 }\nperiod_ms = { uniform = [10, 99] }\n";
+    let plain = spec(&format!("seed = 4\n{body}"));
+    let shuffled = spec(&format!("seed = 4\norder = \"shuffled\"\n{body}"));
+    assert_eq!(plain.len(), shuffled.len());
+    assert!(shuffled.space().is_shuffled() && !plain.space().is_shuffled());
+    let n = finite(&plain);
+    let mut seen: Vec<u64> = (0..n)
+        .map(|i| shuffled.space().enumeration_index(i))
+        .collect();
+    assert_ne!(seen, (0..n).collect::<Vec<_>>(), "the order is shuffled");
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..n).collect::<Vec<_>>(),
+        "every variant exactly once"
+    );
+    for (i, set) in shuffled.space().iter() {
+        let e = shuffled.space().enumeration_index(i);
+        assert_eq!(
+            set,
+            plain.space().get(e).unwrap(),
+            "position {i} is variant {e}"
+        );
+        assert_eq!(set, shuffled.space().get(i).unwrap());
+    }
+    let huge = Spec::load("huge-shuffled").unwrap();
+    assert_eq!(huge.len(), SpaceLen::Finite(1_000_000_000_000));
+    let first: HashSet<u64> = (0..1000)
+        .map(|i| huge.space().enumeration_index(i))
+        .collect();
+    assert_eq!(first.len(), 1000);
+    assert!(
+        first.iter().any(|&e| e > 500_000_000_000),
+        "a prefix samples the whole space"
+    );
+}

@@ -124,6 +124,16 @@ fn whole_spec_errors() {
 }
 
 #[test]
+fn order_errors() {
+    let (l, _, msg) = err("order = \"random\"\n[[task]]\npkg = \"hey\"\n");
+    assert_eq!(l, 1);
+    assert!(msg.contains("shuffled"), "{msg}");
+    let (l, _, msg) = err("samples = \"unbounded\"\norder = \"shuffled\"\n[[task]]\npkg = \"hey\"\npriority = { uniform = [1, 2] }\n");
+    assert_eq!(l, 2);
+    assert!(msg.contains("finite"), "{msg}");
+}
+
+#[test]
 fn utilisation_errors() {
     let base = "[[task]]\npkg = \"hey\"\ncount = 2\n";
     let (l, _, msg) = err(&format!("{base}utilisation = {{ total = 2.5 }}\n"));
