@@ -352,10 +352,12 @@ fn position(group: usize, copy: u64, field: u64) -> u64 {
     ((group as u64) << 48) | ((copy & 0xFFFF_FFFF) << 16) | (field & 0xFFFF)
 }
 
-/// One `[[task]]` table: a task repeated `count` times.
+/// The attributes of one `[[task]]` table, as compiled from the spec.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Group {
+pub(crate) struct Attrs {
+    /// Possible numbers of copies.
     pub(crate) counts: Box<[u32]>,
+    /// Whether copies vary independently.
     pub(crate) independent: bool,
     pub(crate) exec: IntAttr,
     pub(crate) crit: IntAttr,
@@ -371,6 +373,12 @@ pub(crate) struct Group {
     pub(crate) pkg: TextAttr,
     pub(crate) config: Box<[(String, TextAttr)]>,
     pub(crate) util: Option<Utilisation>,
+}
+
+/// One `[[task]]` table: a task repeated `count` times, with its digit layout and build plan.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Group {
+    pub(crate) a: Attrs,
     // Derived by `finish`:
     /// Enumerated combinations of one copy.
     pub(crate) per_copy: u128,
@@ -401,42 +409,10 @@ struct IntOp {
 }
 
 impl Group {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        counts: Box<[u32]>,
-        independent: bool,
-        exec: IntAttr,
-        crit: IntAttr,
-        prio: IntAttr,
-        deadline: DeadlineAttr,
-        period: IntAttr,
-        offset: IntAttr,
-        jobs: IntAttr,
-        quota: IntAttr,
-        caps: IntAttr,
-        cores: IntAttr,
-        coreoffset: IntAttr,
-        pkg: TextAttr,
-        config: Box<[(String, TextAttr)]>,
-        util: Option<Utilisation>,
-    ) -> Result<Self, String> {
+    /// A group with its derived layout; fails if the group has more than 2^128 variants.
+    pub(crate) fn new(a: Attrs) -> Result<Self, String> {
         let mut g = Group {
-            counts,
-            independent,
-            exec,
-            crit,
-            prio,
-            deadline,
-            period,
-            offset,
-            jobs,
-            quota,
-            caps,
-            cores,
-            coreoffset,
-            pkg,
-            config,
-            util,
+            a,
             per_copy: 1,
             count_sizes: Box::new([]),
             count_radix: Box::new([]),
@@ -452,26 +428,26 @@ impl Group {
     }
 
     fn digit_radices(&self) -> impl Iterator<Item = u64> + '_ {
-        let deadline = match &self.deadline {
+        let deadline = match &self.a.deadline {
             DeadlineAttr::Value(a) => a.radix(),
             DeadlineAttr::Class(_) => 1,
         };
         [
-            self.exec.radix(),
-            self.crit.radix(),
-            self.prio.radix(),
+            self.a.exec.radix(),
+            self.a.crit.radix(),
+            self.a.prio.radix(),
             deadline,
-            self.period.radix(),
-            self.offset.radix(),
-            self.jobs.radix(),
-            self.quota.radix(),
-            self.caps.radix(),
-            self.cores.radix(),
-            self.coreoffset.radix(),
-            self.pkg.radix(),
+            self.a.period.radix(),
+            self.a.offset.radix(),
+            self.a.jobs.radix(),
+            self.a.quota.radix(),
+            self.a.caps.radix(),
+            self.a.cores.radix(),
+            self.a.coreoffset.radix(),
+            self.a.pkg.radix(),
         ]
         .into_iter()
-        .chain(self.config.iter().map(|(_, a)| a.radix()))
+        .chain(self.a.config.iter().map(|(_, a)| a.radix()))
     }
 
     /// The numeric attributes, indexed by `F_*` (a deadline class counts as fixed 0 here and
@@ -479,20 +455,20 @@ impl Group {
     fn int_attrs(&self) -> [&IntAttr; NUM_FIELDS] {
         const CLASS: IntAttr = IntAttr::Fixed(0);
         [
-            &self.exec,
-            &self.crit,
-            &self.prio,
-            match &self.deadline {
+            &self.a.exec,
+            &self.a.crit,
+            &self.a.prio,
+            match &self.a.deadline {
                 DeadlineAttr::Value(a) => a,
                 DeadlineAttr::Class(_) => &CLASS,
             },
-            &self.period,
-            &self.offset,
-            &self.jobs,
-            &self.quota,
-            &self.caps,
-            &self.cores,
-            &self.coreoffset,
+            &self.a.period,
+            &self.a.offset,
+            &self.a.jobs,
+            &self.a.quota,
+            &self.a.caps,
+            &self.a.cores,
+            &self.a.coreoffset,
         ]
     }
 
@@ -511,18 +487,18 @@ impl Group {
         }
         self.consts = consts;
         self.int_ops = ops.into();
-        self.pkg_radix = self.pkg.radix();
-        self.config_radix = self.config.iter().map(|(_, a)| a.radix()).collect();
+        self.pkg_radix = self.a.pkg.radix();
+        self.config_radix = self.a.config.iter().map(|(_, a)| a.radix()).collect();
         let too_big = || "the space has more than 2^128 variants".to_string();
         let mut per_copy: u128 = 1;
         for r in self.digit_radices() {
             per_copy = per_copy.checked_mul(u128::from(r)).ok_or_else(too_big)?;
         }
-        self.util_radix = self.util.as_ref().map_or(1, |u| u.total.radix());
-        let mut sizes = Vec::with_capacity(self.counts.len());
+        self.util_radix = self.a.util.as_ref().map_or(1, |u| u.total.radix());
+        let mut sizes = Vec::with_capacity(self.a.counts.len());
         let mut size: u128 = 0;
-        for &c in self.counts.iter() {
-            let copies = if self.independent {
+        for &c in self.a.counts.iter() {
+            let copies = if self.a.independent {
                 checked_pow(per_copy, c).ok_or_else(too_big)?
             } else {
                 per_copy
@@ -543,36 +519,36 @@ impl Group {
     /// Whether any value of the group is drawn at random.
     pub(crate) fn is_random(&self) -> bool {
         let ints = [
-            &self.exec,
-            &self.crit,
-            &self.prio,
-            &self.period,
-            &self.offset,
-            &self.jobs,
-            &self.quota,
-            &self.caps,
-            &self.cores,
-            &self.coreoffset,
+            &self.a.exec,
+            &self.a.crit,
+            &self.a.prio,
+            &self.a.period,
+            &self.a.offset,
+            &self.a.jobs,
+            &self.a.quota,
+            &self.a.caps,
+            &self.a.cores,
+            &self.a.coreoffset,
         ];
         ints.iter().any(|a| a.is_random())
-            || match &self.deadline {
+            || match &self.a.deadline {
                 DeadlineAttr::Value(a) => a.is_random(),
                 DeadlineAttr::Class(c) => *c != DeadlineClass::Implicit,
             }
-            || self.pkg.is_random()
-            || self.config.iter().any(|(_, a)| a.is_random())
-            || self.util.is_some()
+            || self.a.pkg.is_random()
+            || self.a.config.iter().any(|(_, a)| a.is_random())
+            || self.a.util.is_some()
     }
 
     /// Largest number of tasks this group can contribute.
     pub(crate) fn max_count(&self) -> u32 {
-        self.counts.iter().copied().max().unwrap_or(0)
+        self.a.counts.iter().copied().max().unwrap_or(0)
     }
 
     /// Pick the count for a group digit; returns (count, digit within that count).
     #[inline]
     fn pick_count(&self, mut digit: u64) -> (u32, u64) {
-        for (i, &c) in self.counts.iter().enumerate() {
+        for (i, &c) in self.a.counts.iter().enumerate() {
             let r = self.count_radix[i];
             if r == 0 || digit < r {
                 return (c, digit);
@@ -580,7 +556,7 @@ impl Group {
             digit -= r;
         }
         // Unreachable for digits below `size`; fall back to the last count.
-        (self.counts.last().copied().unwrap_or(0), 0)
+        (self.a.counts.last().copied().unwrap_or(0), 0)
     }
 
     /// Write this group's tasks for variant `index` into `tasks[*at..]`, taking the group's
@@ -598,7 +574,7 @@ impl Group {
         shares: &mut Vec<f64>,
     ) {
         let udigit = src.take(self.util_radix);
-        if let Some(u) = &self.util {
+        if let Some(u) = &self.a.util {
             let key = position_key(vkey, position(gi, GROUP_COPY, 0));
             let total = u.total.value(udigit, key);
             let mut rng = SplitMix64::new(position_key(vkey, position(gi, GROUP_COPY, 1)));
@@ -623,7 +599,7 @@ impl Group {
         }
         let base = src.mark();
         for copy in 0..u64::from(count) {
-            if !self.independent {
+            if !self.a.independent {
                 // Shared copies read the same digits again.
                 src.rewind(base);
             }
@@ -643,7 +619,7 @@ impl Group {
             let t = &mut tasks[pos];
             t.id = pos as u32;
             t.period_ms = v[F_PERIOD as usize];
-            t.executiontime_ms = match &self.util {
+            t.executiontime_ms = match &self.a.util {
                 Some(_) => generate::execution_ms(
                     shares.get(copy as usize).copied().unwrap_or(0.0),
                     t.period_ms,
@@ -652,7 +628,7 @@ impl Group {
             };
             t.criticaltime_ms = v[F_CRIT as usize];
             t.priority = v[F_PRIO as usize] as u32;
-            t.deadline_ms = match &self.deadline {
+            t.deadline_ms = match &self.a.deadline {
                 DeadlineAttr::Value(_) => v[F_DEADLINE as usize],
                 DeadlineAttr::Class(c) => c.deadline_ms(
                     &mut SplitMix64::new(key(F_DEADLINE)()),
@@ -666,10 +642,14 @@ impl Group {
             t.caps = v[F_CAPS as usize] as u32;
             t.cores = v[F_CORES as usize] as u32;
             t.coreoffset = v[F_COREOFFSET as usize] as u32;
-            self.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
-            t.config.truncate(self.config.len());
-            for (ci, ((name, attr), &radix)) in
-                self.config.iter().zip(self.config_radix.iter()).enumerate()
+            self.a.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
+            t.config.truncate(self.a.config.len());
+            for (ci, ((name, attr), &radix)) in self
+                .a
+                .config
+                .iter()
+                .zip(self.config_radix.iter())
+                .enumerate()
             {
                 let dcfg = src.take(radix);
                 if t.config.len() == ci {
@@ -874,7 +854,7 @@ impl VariantSpace {
             inner: Arc::new(Inner {
                 seed,
                 group_radix: groups.iter().map(|g| radix_of(g.size)).collect(),
-                has_util: groups.iter().any(|g| g.util.is_some()),
+                has_util: groups.iter().any(|g| g.a.util.is_some()),
                 random: groups.iter().any(Group::is_random),
                 shuffle,
                 groups: groups.into(),
@@ -1066,7 +1046,7 @@ impl VariantSpace {
                 d.value = 0;
             }
             // Carry out of this group: only a group with a single count wraps around cleanly.
-            if self.inner.groups[gi].counts.len() != 1 {
+            if self.inner.groups[gi].a.counts.len() != 1 {
                 return false;
             }
         }

@@ -13,8 +13,8 @@ use crate::admission::{AdmissionControl, Goal};
 use crate::generate::DeadlineClass;
 use crate::model::{parse_quota, Task, MAX_PRIORITY};
 use crate::space::{
-    DeadlineAttr, FloatAttr, Group, IntAttr, Samples, SpaceLen, SplitMethod, TextAttr, Utilisation,
-    VariantSpace,
+    Attrs, DeadlineAttr, FloatAttr, Group, IntAttr, Samples, SpaceLen, SplitMethod, TextAttr,
+    Utilisation, VariantSpace,
 };
 
 /// Most copies one `[[task]]` table may ask for.
@@ -511,20 +511,21 @@ fn compile(raw: RawSpec, ctx: &Ctx) -> Result<Spec, SpecError> {
     if total_tasks > u64::from(u32::MAX) {
         return Err(ctx.whole("a variant would have more than 2^32 tasks"));
     }
-    let shuffled =
-        match &raw.order {
-            None => false,
-            Some(o) => match o.get_ref().as_str() {
-                "enumerated" => false,
-                "shuffled" => true,
-                other => return Err(ctx.at(
+    let shuffled = match &raw.order {
+        None => false,
+        Some(o) => match o.get_ref().as_str() {
+            "enumerated" => false,
+            "shuffled" => true,
+            other => {
+                return Err(ctx.at(
                     o.span(),
                     format!(
                         "`order`: unknown order {other:?}; expected \"enumerated\" or \"shuffled\""
                     ),
-                )),
-            },
-        };
+                ))
+            }
+        },
+    };
     let space =
         VariantSpace::new(seed, groups, samples, shuffled).map_err(|m| match &raw.order {
             Some(o) if shuffled => ctx.at(o.span(), m),
@@ -774,9 +775,9 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
         }
     };
 
-    Group::new(
+    Group::new(Attrs {
         counts,
-        t.independent,
+        independent: t.independent,
         exec,
         crit,
         prio,
@@ -789,9 +790,9 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
         cores,
         coreoffset,
         pkg,
-        config.into_boxed_slice(),
+        config: config.into_boxed_slice(),
         util,
-    )
+    })
     .map_err(|m| ctx.at(t_span, m))
 }
 

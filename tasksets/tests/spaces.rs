@@ -438,3 +438,28 @@ fn shuffled_order_is_a_permutation_of_the_same_variants() {
         "a prefix samples the whole space"
     );
 }
+
+#[test]
+fn spaces_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Spec>();
+    assert_send_sync::<taskdist_tasksets::VariantSpace>();
+    assert_send_sync::<taskdist_tasksets::Variants>();
+    // Two threads building disjoint shards of the same space agree with a single walk.
+    let s = Spec::load("hey-random-periods").unwrap();
+    let space = s.space().clone();
+    let shards: Vec<Vec<(u64, TaskSet)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2u64)
+            .map(|k| {
+                let space = space.clone();
+                scope.spawn(move || space.iter_from(k).step_by(2).take(50).collect())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for shard in shards {
+        for (i, set) in shard {
+            assert_eq!(set, s.space().get(i).unwrap());
+        }
+    }
+}
