@@ -46,6 +46,7 @@ static ENTRIES: &[CatalogEntry] = entries![
     "util-randfixedsum" => "5 tasks, total utilisation 0.5..=3.0 step 0.5 split by RandFixedSum (share <= 0.8), periods from {50,100,200,500,1000} ms, constrained deadlines, 20 samples each (120 variants)",
     "util-stream" => "2..=6 tasks, total utilisation drawn from 0.2..0.95, UUniFast, log-uniform periods 10..2000 ms, arbitrary deadlines, endless stream",
     "huge" => "3 hey tasks, 100 priorities x 100 periods each, independent (10^12 variants): for benchmarks",
+    "huge-shuffled" => "The 10^12-variant huge space in a seeded shuffled order: any prefix is a sample without repeats",
 ];
 
 /// All catalog specs, in listing order.

@@ -221,6 +221,39 @@ mod tests {
         }
     }
 
+    /// Fraction of draws whose first share is below `x`.
+    fn below(split: impl Fn(&mut SplitMix64, &mut Vec<f64>), x: f64) -> f64 {
+        let mut r = SplitMix64::new(11);
+        let mut v = Vec::new();
+        let trials = 20_000;
+        let mut hits = 0;
+        for _ in 0..trials {
+            split(&mut r, &mut v);
+            hits += usize::from(v[0] < x);
+        }
+        hits as f64 / trials as f64
+    }
+
+    #[test]
+    fn splits_are_uniform_over_the_simplex() {
+        // Uniform on {u1+u2+u3 = 1, u >= 0}: u1 has density 2(1-x), so P(u1 < 0.5) = 0.75.
+        let p = below(|r, v| uunifast(r, 3, 1.0, v), 0.5);
+        assert!((p - 0.75).abs() < 0.015, "uunifast {p}");
+        let p = below(|r, v| randfixedsum(r, 3, 1.0, 1.0, v), 0.5);
+        assert!((p - 0.75).abs() < 0.015, "randfixedsum {p}");
+    }
+
+    #[test]
+    fn randfixedsum_is_uniform_over_the_capped_slice() {
+        // Uniform on {u1+u2+u3 = 1.5, 0 <= u <= 1}: u1 has a triangular density peaking at
+        // 0.5 (0.5+x below, 1.5-x above), so P(u1 < 0.25) = 0.15625 / 0.75.
+        let p = below(|r, v| randfixedsum(r, 3, 1.5, 1.0, v), 0.25);
+        assert!((p - 0.15625 / 0.75).abs() < 0.015, "{p}");
+        // Two shares summing to 0.5: u1 is uniform on [0, 0.5].
+        let p = below(|r, v| randfixedsum(r, 2, 0.5, 1.0, v), 0.125);
+        assert!((p - 0.25).abs() < 0.015, "{p}");
+    }
+
     #[test]
     fn deadline_classes() {
         let mut r = SplitMix64::new(5);

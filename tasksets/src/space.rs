@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::generate::{self, DeadlineClass};
 use crate::model::{Task, TaskSet};
-use crate::rng::{draw_key, SplitMix64};
+use crate::rng::{position_key, variant_key, Permutation, SplitMix64};
 
 /// How many variants a space holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +60,8 @@ impl std::fmt::Display for SpaceLen {
     }
 }
 
-/// A variant could not be built.
+/// A variant could not be built. Every attribute's range is checked against the target's
+/// limits when the spec is loaded, so a valid index always yields a valid task-set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VariantError {
     /// The index lies beyond the end of a finite space.
@@ -70,15 +71,6 @@ pub enum VariantError {
         index: u64,
         /// The size of the space.
         len: u128,
-    },
-    /// The built variant violates the target's limits. Spaces are checked when the spec is
-    /// loaded, so this indicates a bug; it is reported instead of panicking.
-    #[error("variant {index} is invalid: {source}")]
-    Invalid {
-        /// The variant index.
-        index: u64,
-        /// What is wrong.
-        source: crate::ValidationError,
     },
 }
 
@@ -102,13 +94,36 @@ pub(crate) fn radix_of(n: u128) -> u64 {
 pub(crate) enum IntAttr {
     Fixed(u64),
     List(Box<[u64]>),
-    Range { from: u64, step: u64, n: u64 },
-    Uniform { lo: u64, hi: u64 },
-    LogUniform { lo: u64, hi: u64 },
+    Range {
+        from: u64,
+        step: u64,
+        n: u64,
+    },
+    Uniform {
+        lo: u64,
+        hi: u64,
+    },
+    /// `ln_lo`, `ln_hi1` are `ln(lo)` and `ln(hi + 1)`, computed once.
+    LogUniform {
+        lo: u64,
+        hi: u64,
+        ln_lo: f64,
+        ln_hi1: f64,
+    },
     Choice(Box<[u64]>),
 }
 
 impl IntAttr {
+    /// A log-uniform draw over `lo..=hi` (requires `1 <= lo <= hi`).
+    pub(crate) fn log_uniform(lo: u64, hi: u64) -> Self {
+        IntAttr::LogUniform {
+            lo,
+            hi,
+            ln_lo: (lo as f64).ln(),
+            ln_hi1: (hi as f64 + 1.0).ln(),
+        }
+    }
+
     /// Number of enumerated values (1 for fixed and random attributes).
     pub(crate) fn radix(&self) -> u64 {
         match self {
@@ -127,7 +142,7 @@ impl IntAttr {
                 v.iter().copied().max().unwrap_or(0),
             ),
             IntAttr::Range { from, step, n } => (*from, from + step * (n - 1)),
-            IntAttr::Uniform { lo, hi } | IntAttr::LogUniform { lo, hi } => (*lo, *hi),
+            IntAttr::Uniform { lo, hi } | IntAttr::LogUniform { lo, hi, .. } => (*lo, *hi),
         }
     }
 
@@ -138,18 +153,32 @@ impl IntAttr {
         )
     }
 
-    #[inline]
+    #[inline(always)]
     fn value(&self, digit: u64, key: impl FnOnce() -> u64) -> u64 {
         match self {
             IntAttr::Fixed(v) => *v,
             IntAttr::List(v) => v[digit as usize],
             IntAttr::Range { from, step, .. } => from + step * digit,
-            IntAttr::Uniform { lo, hi } => SplitMix64::new(key()).uniform_u64(*lo, *hi),
-            IntAttr::LogUniform { lo, hi } => SplitMix64::new(key()).log_uniform_u64(*lo, *hi),
-            IntAttr::Choice(v) => {
-                let k = SplitMix64::new(key()).uniform_u64(0, v.len() as u64 - 1);
-                v[k as usize]
-            }
+            _ => self.draw(key()),
+        }
+    }
+
+    /// The value of a random attribute for draw key `key`.
+    #[inline(never)]
+    fn draw(&self, key: u64) -> u64 {
+        let mut rng = SplitMix64::new(key);
+        match self {
+            IntAttr::Uniform { lo, hi } => rng.uniform_u64(*lo, *hi),
+            IntAttr::LogUniform {
+                lo,
+                hi,
+                ln_lo,
+                ln_hi1,
+            } => rng.log_uniform_u64_with(*lo, *hi, *ln_lo, *ln_hi1),
+            IntAttr::Choice(v) => v[rng.uniform_u64(0, v.len() as u64 - 1) as usize],
+            IntAttr::Fixed(v) => *v,
+            IntAttr::List(v) => v[0],
+            IntAttr::Range { from, .. } => *from,
         }
     }
 }
@@ -181,7 +210,7 @@ impl TextAttr {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&self, digit: u64, key: impl FnOnce() -> u64, out: &mut String) {
         let s: &str = match self {
             TextAttr::Fixed(s) => s,
@@ -197,11 +226,27 @@ impl TextAttr {
                 return;
             }
         };
-        if out != s {
+        if !same_bytes(out.as_bytes(), s.as_bytes()) {
             out.clear();
             out.push_str(s);
         }
     }
+}
+
+/// Byte equality without a `memcmp` call for the short names and values of tasks.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A real-valued attribute (the utilisation total).
@@ -307,10 +352,12 @@ fn position(group: usize, copy: u64, field: u64) -> u64 {
     ((group as u64) << 48) | ((copy & 0xFFFF_FFFF) << 16) | (field & 0xFFFF)
 }
 
-/// One `[[task]]` table: a task repeated `count` times.
+/// The attributes of one `[[task]]` table, as compiled from the spec.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Group {
+pub(crate) struct Attrs {
+    /// Possible numbers of copies.
     pub(crate) counts: Box<[u32]>,
+    /// Whether copies vary independently.
     pub(crate) independent: bool,
     pub(crate) exec: IntAttr,
     pub(crate) crit: IntAttr,
@@ -326,6 +373,12 @@ pub(crate) struct Group {
     pub(crate) pkg: TextAttr,
     pub(crate) config: Box<[(String, TextAttr)]>,
     pub(crate) util: Option<Utilisation>,
+}
+
+/// One `[[task]]` table: a task repeated `count` times, with its digit layout and build plan.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Group {
+    pub(crate) a: Attrs,
     // Derived by `finish`:
     /// Enumerated combinations of one copy.
     pub(crate) per_copy: u128,
@@ -336,89 +389,116 @@ pub(crate) struct Group {
     /// All combinations of the group.
     pub(crate) size: u128,
     util_radix: u64,
+    /// The build plan: numeric fields (indexed by `F_*`) that never change...
+    consts: [u64; NUM_FIELDS],
+    /// ...and those that do (enumerated or random), in digit order.
+    int_ops: Box<[IntOp]>,
+    pkg_radix: u64,
+    config_radix: Box<[u64]>,
+}
+
+/// Number of numeric fields of a task (`F_EXEC..=F_COREOFFSET`).
+const NUM_FIELDS: usize = 11;
+
+/// A numeric field whose value varies between variants.
+#[derive(Debug, Clone, PartialEq)]
+struct IntOp {
+    field: usize,
+    radix: u64,
+    attr: IntAttr,
 }
 
 impl Group {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        counts: Box<[u32]>,
-        independent: bool,
-        exec: IntAttr,
-        crit: IntAttr,
-        prio: IntAttr,
-        deadline: DeadlineAttr,
-        period: IntAttr,
-        offset: IntAttr,
-        jobs: IntAttr,
-        quota: IntAttr,
-        caps: IntAttr,
-        cores: IntAttr,
-        coreoffset: IntAttr,
-        pkg: TextAttr,
-        config: Box<[(String, TextAttr)]>,
-        util: Option<Utilisation>,
-    ) -> Result<Self, String> {
+    /// A group with its derived layout; fails if the group has more than 2^128 variants.
+    pub(crate) fn new(a: Attrs) -> Result<Self, String> {
         let mut g = Group {
-            counts,
-            independent,
-            exec,
-            crit,
-            prio,
-            deadline,
-            period,
-            offset,
-            jobs,
-            quota,
-            caps,
-            cores,
-            coreoffset,
-            pkg,
-            config,
-            util,
+            a,
             per_copy: 1,
             count_sizes: Box::new([]),
             count_radix: Box::new([]),
             size: 0,
             util_radix: 1,
+            consts: [0; NUM_FIELDS],
+            int_ops: Box::new([]),
+            pkg_radix: 1,
+            config_radix: Box::new([]),
         };
         g.finish()?;
         Ok(g)
     }
 
     fn digit_radices(&self) -> impl Iterator<Item = u64> + '_ {
-        let deadline = match &self.deadline {
+        let deadline = match &self.a.deadline {
             DeadlineAttr::Value(a) => a.radix(),
             DeadlineAttr::Class(_) => 1,
         };
         [
-            self.exec.radix(),
-            self.crit.radix(),
-            self.prio.radix(),
+            self.a.exec.radix(),
+            self.a.crit.radix(),
+            self.a.prio.radix(),
             deadline,
-            self.period.radix(),
-            self.offset.radix(),
-            self.jobs.radix(),
-            self.quota.radix(),
-            self.caps.radix(),
-            self.cores.radix(),
-            self.coreoffset.radix(),
-            self.pkg.radix(),
+            self.a.period.radix(),
+            self.a.offset.radix(),
+            self.a.jobs.radix(),
+            self.a.quota.radix(),
+            self.a.caps.radix(),
+            self.a.cores.radix(),
+            self.a.coreoffset.radix(),
+            self.a.pkg.radix(),
         ]
         .into_iter()
-        .chain(self.config.iter().map(|(_, a)| a.radix()))
+        .chain(self.a.config.iter().map(|(_, a)| a.radix()))
+    }
+
+    /// The numeric attributes, indexed by `F_*` (a deadline class counts as fixed 0 here and
+    /// is applied after the period is known).
+    fn int_attrs(&self) -> [&IntAttr; NUM_FIELDS] {
+        const CLASS: IntAttr = IntAttr::Fixed(0);
+        [
+            &self.a.exec,
+            &self.a.crit,
+            &self.a.prio,
+            match &self.a.deadline {
+                DeadlineAttr::Value(a) => a,
+                DeadlineAttr::Class(_) => &CLASS,
+            },
+            &self.a.period,
+            &self.a.offset,
+            &self.a.jobs,
+            &self.a.quota,
+            &self.a.caps,
+            &self.a.cores,
+            &self.a.coreoffset,
+        ]
     }
 
     fn finish(&mut self) -> Result<(), String> {
+        let mut consts = [0u64; NUM_FIELDS];
+        let mut ops = Vec::new();
+        for (field, attr) in self.int_attrs().into_iter().enumerate() {
+            match attr {
+                IntAttr::Fixed(v) => consts[field] = *v,
+                other => ops.push(IntOp {
+                    field,
+                    radix: other.radix(),
+                    attr: other.clone(),
+                }),
+            }
+        }
+        self.consts = consts;
+        self.int_ops = ops.into();
+        self.pkg_radix = self.a.pkg.radix();
+        self.config_radix = self.a.config.iter().map(|(_, a)| a.radix()).collect();
         let too_big = || "the space has more than 2^128 variants".to_string();
         let mut per_copy: u128 = 1;
         for r in self.digit_radices() {
             per_copy = per_copy.checked_mul(u128::from(r)).ok_or_else(too_big)?;
         }
-        self.util_radix = self.util.as_ref().map_or(1, |u| u.total.radix());
-        let mut sizes = Vec::with_capacity(self.counts.len());
+        self.util_radix = self.a.util.as_ref().map_or(1, |u| u.total.radix());
+        let mut sizes = Vec::with_capacity(self.a.counts.len());
         let mut size: u128 = 0;
-        for &c in self.counts.iter() {
-            let copies = if self.independent {
+        for &c in self.a.counts.iter() {
+            let copies = if self.a.independent {
                 checked_pow(per_copy, c).ok_or_else(too_big)?
             } else {
                 per_copy
@@ -439,36 +519,36 @@ impl Group {
     /// Whether any value of the group is drawn at random.
     pub(crate) fn is_random(&self) -> bool {
         let ints = [
-            &self.exec,
-            &self.crit,
-            &self.prio,
-            &self.period,
-            &self.offset,
-            &self.jobs,
-            &self.quota,
-            &self.caps,
-            &self.cores,
-            &self.coreoffset,
+            &self.a.exec,
+            &self.a.crit,
+            &self.a.prio,
+            &self.a.period,
+            &self.a.offset,
+            &self.a.jobs,
+            &self.a.quota,
+            &self.a.caps,
+            &self.a.cores,
+            &self.a.coreoffset,
         ];
         ints.iter().any(|a| a.is_random())
-            || match &self.deadline {
+            || match &self.a.deadline {
                 DeadlineAttr::Value(a) => a.is_random(),
                 DeadlineAttr::Class(c) => *c != DeadlineClass::Implicit,
             }
-            || self.pkg.is_random()
-            || self.config.iter().any(|(_, a)| a.is_random())
-            || self.util.is_some()
+            || self.a.pkg.is_random()
+            || self.a.config.iter().any(|(_, a)| a.is_random())
+            || self.a.util.is_some()
     }
 
     /// Largest number of tasks this group can contribute.
     pub(crate) fn max_count(&self) -> u32 {
-        self.counts.iter().copied().max().unwrap_or(0)
+        self.a.counts.iter().copied().max().unwrap_or(0)
     }
 
     /// Pick the count for a group digit; returns (count, digit within that count).
     #[inline]
     fn pick_count(&self, mut digit: u64) -> (u32, u64) {
-        for (i, &c) in self.counts.iter().enumerate() {
+        for (i, &c) in self.a.counts.iter().enumerate() {
             let r = self.count_radix[i];
             if r == 0 || digit < r {
                 return (c, digit);
@@ -476,28 +556,28 @@ impl Group {
             digit -= r;
         }
         // Unreachable for digits below `size`; fall back to the last count.
-        (self.counts.last().copied().unwrap_or(0), 0)
+        (self.a.counts.last().copied().unwrap_or(0), 0)
     }
 
-    /// Write this group's tasks for variant `index` into `tasks[first..]`.
+    /// Write this group's tasks for variant `index` into `tasks[*at..]`, taking the group's
+    /// digits (utilisation total, then each copy's attributes) from `src`.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
-    fn build(
+    #[inline(always)]
+    fn build<D: Digits>(
         &self,
         gi: usize,
-        seed: u64,
-        index: u64,
-        digit: u64,
+        vkey: u64,
+        count: u32,
+        src: &mut D,
         tasks: &mut Vec<Task>,
         at: &mut usize,
         shares: &mut Vec<f64>,
     ) {
-        let (count, digit) = self.pick_count(digit);
-        let (udigit, base) = split(digit, self.util_radix);
-        if let Some(u) = &self.util {
-            let key = draw_key(seed, index, position(gi, GROUP_COPY, 0));
+        let udigit = src.take(self.util_radix);
+        if let Some(u) = &self.a.util {
+            let key = position_key(vkey, position(gi, GROUP_COPY, 0));
             let total = u.total.value(udigit, key);
-            let mut rng = SplitMix64::new(draw_key(seed, index, position(gi, GROUP_COPY, 1)));
+            let mut rng = SplitMix64::new(position_key(vkey, position(gi, GROUP_COPY, 1)));
             let n = count as usize;
             match u.method {
                 SplitMethod::UUniFast => {
@@ -517,82 +597,165 @@ impl Group {
                 }
             }
         }
-        let mut running = base;
+        let base = src.mark();
         for copy in 0..u64::from(count) {
-            let mut d = if self.independent { running } else { base };
+            if !self.a.independent {
+                // Shared copies read the same digits again.
+                src.rewind(base);
+            }
             let pos = *at;
             *at += 1;
-            let key = |f: u64| move || draw_key(seed, index, position(gi, copy, f));
-            let mut next = |attr_radix: u64| {
-                let (x, rest) = split(d, attr_radix);
-                d = rest;
-                x
-            };
-            let dx = next(self.exec.radix());
-            let dc = next(self.crit.radix());
-            let dp = next(self.prio.radix());
-            let dd = next(match &self.deadline {
-                DeadlineAttr::Value(a) => a.radix(),
-                DeadlineAttr::Class(_) => 1,
-            });
-            let dper = next(self.period.radix());
-            let doff = next(self.offset.radix());
-            let dj = next(self.jobs.radix());
-            let dq = next(self.quota.radix());
-            let dcaps = next(self.caps.radix());
-            let dcores = next(self.cores.radix());
-            let dco = next(self.coreoffset.radix());
-            let dpkg = next(self.pkg.radix());
+            let key = |f: u64| move || position_key(vkey, position(gi, copy, f));
+            let mut v = self.consts;
+            for op in self.int_ops.iter() {
+                let d = src.take(op.radix);
+                v[op.field] = op.attr.value(d, key(op.field as u64));
+            }
+            let dpkg = src.take(self.pkg_radix);
 
             if tasks.len() == pos {
                 tasks.push(Task::new(0, String::new()));
             }
             let t = &mut tasks[pos];
             t.id = pos as u32;
-            t.period_ms = self.period.value(dper, key(F_PERIOD));
-            t.executiontime_ms = match &self.util {
+            t.period_ms = v[F_PERIOD as usize];
+            t.executiontime_ms = match &self.a.util {
                 Some(_) => generate::execution_ms(
                     shares.get(copy as usize).copied().unwrap_or(0.0),
                     t.period_ms,
                 ),
-                None => self.exec.value(dx, key(F_EXEC)),
+                None => v[F_EXEC as usize],
             };
-            t.criticaltime_ms = self.crit.value(dc, key(F_CRIT));
-            t.priority = self.prio.value(dp, key(F_PRIO)) as u32;
-            t.deadline_ms = match &self.deadline {
-                DeadlineAttr::Value(a) => a.value(dd, key(F_DEADLINE)),
+            t.criticaltime_ms = v[F_CRIT as usize];
+            t.priority = v[F_PRIO as usize] as u32;
+            t.deadline_ms = match &self.a.deadline {
+                DeadlineAttr::Value(_) => v[F_DEADLINE as usize],
                 DeadlineAttr::Class(c) => c.deadline_ms(
                     &mut SplitMix64::new(key(F_DEADLINE)()),
                     t.executiontime_ms,
                     t.period_ms,
                 ),
             };
-            t.offset_ms = self.offset.value(doff, key(F_OFFSET));
-            t.numberofjobs = self.jobs.value(dj, key(F_JOBS)) as u32;
-            t.quota_bytes = self.quota.value(dq, key(F_QUOTA));
-            t.caps = self.caps.value(dcaps, key(F_CAPS)) as u32;
-            t.cores = self.cores.value(dcores, key(F_CORES)) as u32;
-            t.coreoffset = self.coreoffset.value(dco, key(F_COREOFFSET)) as u32;
-            self.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
-            t.config.truncate(self.config.len());
-            for (ci, (name, attr)) in self.config.iter().enumerate() {
-                let (dcfg, rest) = split(d, attr.radix());
-                d = rest;
+            t.offset_ms = v[F_OFFSET as usize];
+            t.numberofjobs = v[F_JOBS as usize] as u32;
+            t.quota_bytes = v[F_QUOTA as usize];
+            t.caps = v[F_CAPS as usize] as u32;
+            t.cores = v[F_CORES as usize] as u32;
+            t.coreoffset = v[F_COREOFFSET as usize] as u32;
+            self.a.pkg.write(dpkg, key(F_PKG), &mut t.pkg);
+            t.config.truncate(self.a.config.len());
+            for (ci, ((name, attr), &radix)) in self
+                .a
+                .config
+                .iter()
+                .zip(self.config_radix.iter())
+                .enumerate()
+            {
+                let dcfg = src.take(radix);
                 if t.config.len() == ci {
                     t.config.push((name.clone(), String::new()));
                 }
                 let entry = &mut t.config[ci];
-                if entry.0 != *name {
+                if !same_bytes(entry.0.as_bytes(), name.as_bytes()) {
                     entry.0.clear();
                     entry.0.push_str(name);
                 }
                 attr.write(dcfg, key(CONFIG_BASE + ci as u64), &mut entry.1);
             }
-            if self.independent {
-                running = d;
-            }
         }
     }
+}
+
+/// One enumerated digit of a decoded variant: its value and base (always at least 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digit {
+    value: u64,
+    radix: u64,
+}
+
+/// Where a group's digits come from: divided out of an index, or replayed from an odometer.
+/// Digits of base 1 are always 0 and are neither stored nor read.
+trait Digits {
+    /// The next digit of base `radix`.
+    fn take(&mut self, radix: u64) -> u64;
+    /// The current position, to read the same digits again (shared copies).
+    fn mark(&self) -> (u64, usize);
+    /// Go back to a position from `mark`.
+    fn rewind(&mut self, mark: (u64, usize));
+}
+
+/// Divides digits out of a number; optionally records each new digit.
+struct Splitter<'a> {
+    rest: u64,
+    pos: usize,
+    record: Option<&'a mut Vec<Digit>>,
+}
+
+impl Digits for Splitter<'_> {
+    #[inline(always)]
+    fn take(&mut self, radix: u64) -> u64 {
+        if radix == 1 {
+            return 0;
+        }
+        let (d, rest) = split(self.rest, radix);
+        self.rest = rest;
+        if let Some(rec) = self.record.as_deref_mut() {
+            if rec.len() == self.pos {
+                rec.push(Digit { value: d, radix });
+            }
+        }
+        self.pos += 1;
+        d
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> (u64, usize) {
+        (self.rest, self.pos)
+    }
+
+    #[inline(always)]
+    fn rewind(&mut self, mark: (u64, usize)) {
+        (self.rest, self.pos) = mark;
+    }
+}
+
+/// Reads recorded digits back.
+struct Replay<'a> {
+    digits: &'a [Digit],
+    pos: usize,
+}
+
+impl Digits for Replay<'_> {
+    #[inline(always)]
+    fn take(&mut self, radix: u64) -> u64 {
+        if radix == 1 {
+            return 0;
+        }
+        let d = self.digits.get(self.pos).map_or(0, |d| d.value);
+        self.pos += 1;
+        d
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> (u64, usize) {
+        (0, self.pos)
+    }
+
+    #[inline(always)]
+    fn rewind(&mut self, mark: (u64, usize)) {
+        self.pos = mark.1;
+    }
+}
+
+/// The decoded digits of the variant a [`Variants`] iterator built last, so that the next
+/// index is an increment with carry instead of a chain of divisions.
+#[derive(Debug, Clone, Default)]
+struct Odometer {
+    /// The index the digits stand for; `None` when they are not valid.
+    index: Option<u64>,
+    digits: Vec<Digit>,
+    /// Per group: its chosen count and the range of its digits.
+    groups: Vec<(u32, usize, usize)>,
 }
 
 fn checked_pow(base: u128, exp: u32) -> Option<u128> {
@@ -618,6 +781,10 @@ pub(crate) struct Inner {
     len: SpaceLen,
     max_tasks: usize,
     has_util: bool,
+    /// Whether any attribute is random.
+    random: bool,
+    /// `order = "shuffled"`: position -> enumeration index.
+    shuffle: Option<Permutation>,
 }
 
 /// A lazy, index-addressable space of task-set variants. Cheap to clone (shared).
@@ -649,7 +816,12 @@ pub(crate) enum Samples {
 }
 
 impl VariantSpace {
-    pub(crate) fn new(seed: u64, groups: Vec<Group>, samples: Samples) -> Result<Self, String> {
+    pub(crate) fn new(
+        seed: u64,
+        groups: Vec<Group>,
+        samples: Samples,
+        shuffled: bool,
+    ) -> Result<Self, String> {
         let mut combinations: u128 = 1;
         for g in &groups {
             combinations = combinations
@@ -665,11 +837,26 @@ impl VariantSpace {
             Samples::Unbounded => SpaceLen::Unbounded,
         };
         let max_tasks = groups.iter().map(|g| g.max_count() as usize).sum();
+        let shuffle = if shuffled {
+            let n = match len {
+                SpaceLen::Finite(n) => u64::try_from(n).ok(),
+                SpaceLen::Unbounded => {
+                    return Err("`order = \"shuffled\"` needs a finite space; \
+                                an unbounded stream has no order to shuffle"
+                        .to_string())
+                }
+            };
+            Permutation::new(n, seed)
+        } else {
+            None
+        };
         Ok(VariantSpace {
             inner: Arc::new(Inner {
                 seed,
                 group_radix: groups.iter().map(|g| radix_of(g.size)).collect(),
-                has_util: groups.iter().any(|g| g.util.is_some()),
+                has_util: groups.iter().any(|g| g.a.util.is_some()),
+                random: groups.iter().any(Group::is_random),
+                shuffle,
                 groups: groups.into(),
                 combinations,
                 combinations_radix: radix_of(combinations),
@@ -696,7 +883,23 @@ impl VariantSpace {
 
     /// Whether any value is drawn at random (else all samples of a combination are equal).
     pub fn is_random(&self) -> bool {
-        self.inner.groups.iter().any(Group::is_random)
+        self.inner.random
+    }
+
+    /// Whether the space lists its variants in a shuffled order (`order = "shuffled"`).
+    pub fn is_shuffled(&self) -> bool {
+        self.inner.shuffle.is_some()
+    }
+
+    /// The position of variant `index` in enumeration order: `index` itself, or its image
+    /// under the seeded permutation of a shuffled space. Random draws are keyed by this
+    /// enumeration index, so a shuffled space holds exactly the variants of the unshuffled one.
+    #[inline]
+    pub fn enumeration_index(&self, index: u64) -> u64 {
+        match &self.inner.shuffle {
+            Some(p) => p.apply(index),
+            None => index,
+        }
     }
 
     /// The seed of all random draws.
@@ -731,28 +934,123 @@ impl VariantSpace {
                 },
             });
         }
-        self.build(index, out);
+        self.build(self.enumeration_index(index), out, None);
         Ok(())
     }
 
+    /// Build variant `index` by dividing its digits out; records them into `odo` if given.
     #[inline]
-    fn build(&self, index: u64, out: &mut TaskSet) {
+    fn build(&self, index: u64, out: &mut TaskSet, mut odo: Option<&mut Odometer>) {
         let inner = &*self.inner;
-        let (mut combo, _sample) = split(index, inner.combinations_radix);
+        // Most indices lie in the first sample: skip the division then.
+        let mut combo = if u128::from(index) < inner.combinations {
+            index
+        } else {
+            split(index, inner.combinations_radix).0
+        };
         let mut shares = Vec::new();
         if inner.has_util {
             shares.reserve(inner.max_tasks);
         }
+        if let Some(o) = odo.as_deref_mut() {
+            o.index = Some(index);
+            o.digits.clear();
+            o.groups.clear();
+        }
         // Existing tasks (and their string buffers) are overwritten in order; the vector
         // grows when a variant has more tasks and is truncated when it has fewer.
+        // Keys are only needed by random attributes.
+        let vkey = if inner.random {
+            variant_key(inner.seed, index)
+        } else {
+            0
+        };
         let tasks = &mut out.tasks;
         let mut at = 0usize;
+        let last = inner.groups.len().saturating_sub(1);
+        let recording = odo.is_some();
+        let mut src = Splitter {
+            rest: 0,
+            pos: 0,
+            record: odo.as_deref_mut().map(|o| &mut o.digits),
+        };
+        let mut ranges = Vec::new();
         for (gi, g) in inner.groups.iter().enumerate() {
-            let (digit, rest) = split(combo, inner.group_radix[gi]);
+            // The last group takes what is left (always below its size): no division.
+            let (digit, rest) = if gi == last {
+                (combo, 0)
+            } else {
+                split(combo, inner.group_radix[gi])
+            };
             combo = rest;
-            g.build(gi, inner.seed, index, digit, tasks, &mut at, &mut shares);
+            let (count, within) = g.pick_count(digit);
+            src.rest = within;
+            let start = src.pos;
+            g.build(gi, vkey, count, &mut src, tasks, &mut at, &mut shares);
+            if recording {
+                ranges.push((count, start, src.pos));
+            }
         }
         tasks.truncate(at);
+        if let Some(o) = odo {
+            o.groups = ranges;
+        }
+    }
+
+    /// Build variant `index` from the odometer's digits if `index` follows the variant it
+    /// holds and the increment stays within the current counts; else divide.
+    #[inline]
+    fn build_next(&self, index: u64, out: &mut TaskSet, odo: &mut Odometer) {
+        let follows = odo
+            .index
+            .is_some_and(|prev| prev.checked_add(1) == Some(index));
+        if !follows || !self.increment(odo) {
+            self.build(index, out, Some(odo));
+            return;
+        }
+        odo.index = Some(index);
+        let inner = &*self.inner;
+        let mut shares = Vec::new();
+        if inner.has_util {
+            shares.reserve(inner.max_tasks);
+        }
+        // Keys are only needed by random attributes.
+        let vkey = if inner.random {
+            variant_key(inner.seed, index)
+        } else {
+            0
+        };
+        let tasks = &mut out.tasks;
+        let mut at = 0usize;
+        let mut src = Replay {
+            digits: &odo.digits,
+            pos: 0,
+        };
+        for (gi, g) in inner.groups.iter().enumerate() {
+            let count = odo.groups[gi].0;
+            g.build(gi, vkey, count, &mut src, tasks, &mut at, &mut shares);
+        }
+        tasks.truncate(at);
+    }
+
+    /// Add one to the odometer. Returns `false` when the carry would change a group's count
+    /// or leave the enumerated combinations (then the caller divides instead).
+    #[inline]
+    fn increment(&self, odo: &mut Odometer) -> bool {
+        for (gi, &(_, start, end)) in odo.groups.iter().enumerate() {
+            for d in &mut odo.digits[start..end] {
+                d.value += 1;
+                if d.value < d.radix {
+                    return true;
+                }
+                d.value = 0;
+            }
+            // Carry out of this group: only a group with a single count wraps around cleanly.
+            if self.inner.groups[gi].a.counts.len() != 1 {
+                return false;
+            }
+        }
+        false
     }
 
     /// Iterate over all variants from index 0, lazily.
@@ -764,9 +1062,13 @@ impl VariantSpace {
     pub fn iter_from(&self, start: u64) -> Variants {
         Variants {
             space: self.clone(),
-            next: start,
-            end: self.inner.len.addressable(),
+            next: Some(start),
+            end: match self.inner.len {
+                SpaceLen::Finite(n) => Some(n),
+                SpaceLen::Unbounded => None,
+            },
             scratch: TaskSet { tasks: Vec::new() },
+            odometer: Odometer::default(),
         }
     }
 }
@@ -778,21 +1080,28 @@ impl VariantSpace {
 #[derive(Debug, Clone)]
 pub struct Variants {
     space: VariantSpace,
-    next: u64,
-    end: Option<u64>,
+    /// The next index, `None` once `u64::MAX` has been yielded.
+    next: Option<u64>,
+    /// Exclusive end, `None` for an unbounded space.
+    end: Option<u128>,
     scratch: TaskSet,
+    odometer: Odometer,
 }
 
 impl Variants {
     /// Build the next variant into `out` (reusing its allocations) and return its index.
     #[inline]
     pub fn next_into(&mut self, out: &mut TaskSet) -> Option<u64> {
-        let i = self.next;
-        if self.end.is_some_and(|e| i >= e) {
+        let i = self.next?;
+        if self.end.is_some_and(|e| u128::from(i) >= e) {
             return None;
         }
-        self.space.build(i, out);
-        self.next = i.checked_add(1)?;
+        if self.space.inner.shuffle.is_some() {
+            self.space.build(self.space.enumeration_index(i), out, None);
+        } else {
+            self.space.build_next(i, out, &mut self.odometer);
+        }
+        self.next = i.checked_add(1);
         Some(i)
     }
 }
@@ -809,17 +1118,21 @@ impl Iterator for Variants {
     }
 
     fn nth(&mut self, n: usize) -> Option<Self::Item> {
-        self.next = self.next.saturating_add(n as u64);
+        self.next = self.next.and_then(|i| i.checked_add(n as u64));
         self.next()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.end {
-            Some(e) => {
-                let n = usize::try_from(e.saturating_sub(self.next)).unwrap_or(usize::MAX);
-                (n, Some(n))
-            }
-            None => (usize::MAX, None),
-        }
+        let Some(next) = self.next else {
+            return (0, Some(0));
+        };
+        // Indices left: up to the end of the space and at most up to u64::MAX inclusive.
+        let to_end = self
+            .end
+            .map_or(u128::MAX, |e| e.saturating_sub(u128::from(next)));
+        let left = to_end.min(u128::from(u64::MAX - next) + 1);
+        let n = usize::try_from(left).unwrap_or(usize::MAX);
+        let upper = usize::try_from(left).ok();
+        (n, upper)
     }
 }

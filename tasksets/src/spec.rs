@@ -13,8 +13,8 @@ use crate::admission::{AdmissionControl, Goal};
 use crate::generate::DeadlineClass;
 use crate::model::{parse_quota, Task, MAX_PRIORITY};
 use crate::space::{
-    DeadlineAttr, FloatAttr, Group, IntAttr, Samples, SpaceLen, SplitMethod, TextAttr, Utilisation,
-    VariantSpace,
+    Attrs, DeadlineAttr, FloatAttr, Group, IntAttr, Samples, SpaceLen, SplitMethod, TextAttr,
+    Utilisation, VariantSpace,
 };
 
 /// Most copies one `[[task]]` table may ask for.
@@ -22,6 +22,9 @@ pub const MAX_COUNT: u64 = 4096;
 /// Most values one enumerated list or range may have when it is materialised (the `count` of a
 /// task group); attribute ranges are never materialised and have no such limit.
 const MAX_COUNT_VALUES: u64 = 4096;
+
+/// Most values a range of real numbers may have.
+const MAX_FLOAT_STEPS: f64 = 1e12;
 
 /// A spec could not be loaded. Every variant names the spec (file path or catalog name).
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +222,7 @@ impl Ctx<'_> {
     }
 
     fn toml(&self, e: &toml::de::Error) -> SpecError {
-        let message = e.message().trim_end().to_string();
+        let message = e.message().trim_end().replace('\n', "; ");
         match e.span() {
             Some(span) => self.at(span, message),
             None => self.whole(message),
@@ -247,6 +250,7 @@ struct RawSpec {
     description: Option<String>,
     seed: Option<u64>,
     samples: Option<Spanned<Scalar>>,
+    order: Option<Spanned<String>>,
     admission: Option<RawAdmission>,
     #[serde(default)]
     task: Vec<Spanned<RawTask>>,
@@ -507,7 +511,26 @@ fn compile(raw: RawSpec, ctx: &Ctx) -> Result<Spec, SpecError> {
     if total_tasks > u64::from(u32::MAX) {
         return Err(ctx.whole("a variant would have more than 2^32 tasks"));
     }
-    let space = VariantSpace::new(seed, groups, samples).map_err(|m| ctx.whole(m))?;
+    let shuffled = match &raw.order {
+        None => false,
+        Some(o) => match o.get_ref().as_str() {
+            "enumerated" => false,
+            "shuffled" => true,
+            other => {
+                return Err(ctx.at(
+                    o.span(),
+                    format!(
+                        "`order`: unknown order {other:?}; expected \"enumerated\" or \"shuffled\""
+                    ),
+                ))
+            }
+        },
+    };
+    let space =
+        VariantSpace::new(seed, groups, samples, shuffled).map_err(|m| match &raw.order {
+            Some(o) if shuffled => ctx.at(o.span(), m),
+            _ => ctx.whole(m),
+        })?;
     if samples != Samples::Finite(1) && !space.is_random() {
         let span = raw.samples.as_ref().map_or(0..0, |s| s.span());
         return Err(ctx.at(
@@ -700,7 +723,6 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
     let util = match &t.utilisation {
         None => None,
         Some(u) => {
-            let u_span = u.span();
             let u = u.get_ref();
             if let Some(e) = &t.executiontime_ms {
                 return Err(ctx.at(
@@ -749,14 +771,13 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
                     ),
                 ));
             }
-            let _ = u_span;
             Some(Utilisation { total, method, max })
         }
     };
 
-    Group::new(
+    Group::new(Attrs {
         counts,
-        t.independent,
+        independent: t.independent,
         exec,
         crit,
         prio,
@@ -769,9 +790,9 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
         cores,
         coreoffset,
         pkg,
-        config.into_boxed_slice(),
+        config: config.into_boxed_slice(),
         util,
-    )
+    })
     .map_err(|m| ctx.at(t_span, m))
 }
 
@@ -849,7 +870,7 @@ fn int_attr(
                 if a == 0 {
                     return Err(err("`log_uniform` needs a lower bound of at least 1".into()));
                 }
-                IntAttr::LogUniform { lo: a, hi: b }
+                IntAttr::log_uniform(a, b)
             } else {
                 IntAttr::Uniform { lo: a, hi: b }
             }
@@ -887,7 +908,13 @@ fn float_attr(v: &Spanned<RawValue>, name: &str, ctx: &Ctx) -> Result<FloatAttr,
                 )));
             }
             // Tolerate rounding so that `from = 0.1, to = 0.9, step = 0.1` has 9 values.
-            let n = ((to - from) / step + 1e-9).floor() as u64 + 1;
+            let steps = ((to - from) / step + 1e-9).floor();
+            if steps >= MAX_FLOAT_STEPS {
+                return Err(err(format!(
+                    "range from {from} to {to} step {step} has more than {MAX_FLOAT_STEPS} values"
+                )));
+            }
+            let n = steps as u64 + 1;
             FloatAttr::Range { from, step, n }
         }
         RawValue::Uniform(a, b) | RawValue::LogUniform(a, b) => {
