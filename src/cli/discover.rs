@@ -108,21 +108,6 @@ pub struct DiscoverArgs {
     /// With --watch: seconds between re-checks of hosts that are up.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub recheck_secs: u64,
-
-    /// Print no summary on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
-fn init_tracing() {
-    // Another subscriber may be installed already (tests); then keep it.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn build_prober(args: &DiscoverArgs) -> anyhow::Result<Arc<dyn Prober>> {
@@ -163,7 +148,6 @@ fn show(addr: SocketAddr, kind: ProbeKind) -> String {
 
 /// Run `taskdist discover`.
 pub async fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
     let pool = HostPool::parse_with_limit(&args.ranges, args.port, args.max_hosts)?;
     let prober = build_prober(&args)?;
     let sweep_cfg = SweepConfig {
@@ -207,7 +191,8 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush().context("cannot write to stdout")?;
     drop(out);
-    if !args.quiet {
+    // The global -q/--quiet lowers the log level below info: then no summary.
+    if tracing::enabled!(tracing::Level::INFO) {
         eprintln!(
             "probed {}, up {}, time {:.3} s ({} probe{} sent by {}, {} unanswered, {} refused or \
              rejected{})",

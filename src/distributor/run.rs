@@ -78,7 +78,7 @@ pub(crate) fn launch(
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<RunSummary, DistributorError>>, DistributorError> {
     let source = &workload.source;
-    let len = source.len();
+    let len = source.variant_count();
     let fp = run_fingerprint(&workload, cfg.selection);
     let (ledger, done) = match &cfg.ledger {
         None => (None, RangeSet::default()),

@@ -10,7 +10,7 @@ use taskdist_tasksets::{AdmissionControl, TaskSet};
 pub trait VariantSource: Send + Sync + 'static {
     /// Number of variants; `None` for an unbounded (random) stream. Larger spaces report
     /// `u64::MAX`: indices are 64-bit.
-    fn len(&self) -> Option<u64>;
+    fn variant_count(&self) -> Option<u64>;
     /// Build variant `index`. An error makes the variant `bad` at once (no retry helps).
     fn get(&self, index: u64) -> Result<TaskSet, String>;
     /// A name for logs and `run.json`.
@@ -25,7 +25,7 @@ pub trait VariantSource: Send + Sync + 'static {
 }
 
 impl VariantSource for TaskSet {
-    fn len(&self) -> Option<u64> {
+    fn variant_count(&self) -> Option<u64> {
         Some(1)
     }
     fn get(&self, index: u64) -> Result<TaskSet, String> {
@@ -72,7 +72,7 @@ impl std::fmt::Debug for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workload")
             .field("source", &self.source.name())
-            .field("len", &self.source.len())
+            .field("variants", &self.source.variant_count())
             .field("admission", &self.admission)
             .finish()
     }
@@ -85,7 +85,7 @@ impl From<TaskSet> for Workload {
 }
 
 impl VariantSource for taskdist_tasksets::Spec {
-    fn len(&self) -> Option<u64> {
+    fn variant_count(&self) -> Option<u64> {
         match taskdist_tasksets::Spec::len(self) {
             taskdist_tasksets::SpaceLen::Finite(n) => Some(u64::try_from(n).unwrap_or(u64::MAX)),
             taskdist_tasksets::SpaceLen::Unbounded => None,
