@@ -316,3 +316,31 @@ async fn chaos_run_every_variant_exactly_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_needing_a_missing_binary_is_bad_at_once_and_the_target_stays() {
+    use taskdist::target::binaries::synthetic_image;
+    use taskdist::target::Binaries;
+    let sim = cluster(1, [127, 0, 14, 2], SimConfig::default()).await;
+    let mut bins = Binaries::new();
+    bins.insert("hey", synthetic_image("hey"));
+    let rec = Recorder::default();
+    let mut d = builder(&sim)
+        .binaries(bins)
+        .handler(rec.clone())
+        .build()
+        .unwrap();
+    let mut t = taskdist::Task::new(0, "pi");
+    t.numberofjobs = 1;
+    d.start(taskdist::TaskSet::new(vec![t]).unwrap())
+        .await
+        .unwrap();
+    let s = d.wait().await.unwrap();
+    assert_eq!((s.done, s.bad, s.requeued), (0, 1, 0));
+    let m = d.metrics();
+    assert_eq!(m.targets[0].1.failed, 0, "the target is not to blame");
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    let seen = rec.seen();
+    assert!(seen.bad[&0][0].contains("pi"), "{:?}", seen.bad);
+}

@@ -440,6 +440,14 @@ async fn run_one(
             .await;
             Err(WorkerExit::Cancelled)
         }
+        Err(e) if !e.is_retryable() && !session.is_broken() => {
+            // The variant itself cannot run (invalid task-set, a binary that is missing,
+            // admission data the dialect cannot take): no retry helps and the target is fine.
+            let reason = e.to_string();
+            tracing::warn!(%addr, variant = job.index, error = %reason, "variant cannot run");
+            bad(ctx, id, taskset, reason, first_started).await;
+            Ok(())
+        }
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(%addr, variant = job.index, attempt = job.attempt, error = %reason, "attempt failed");
