@@ -22,6 +22,9 @@ use super::{
 use crate::discovery::{HostChange, HostPool, Monitor};
 use crate::target::{Session, TargetError};
 
+/// After this long without any target, say so once.
+const NO_TARGET_WARNING: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Shared state of one run.
 struct RunCtx {
     cfg: Arc<Config>,
@@ -146,6 +149,7 @@ async fn supervise(
     let workers_cancel = ctx.cancel.child_token();
     let monitor_cancel = ctx.cancel.child_token();
     let prober = ctx.cfg.probe.prober(&ctx.cfg.session);
+    let pool_len = pool.len();
     let (monitor, mut changes) = Monitor::spawn(
         pool,
         prober,
@@ -156,8 +160,21 @@ async fn supervise(
     let mut active: HashSet<SocketAddr> = HashSet::new();
     let mut side: JoinSet<()> = JoinSet::new();
 
+    let lonely = tokio::time::sleep(NO_TARGET_WARNING);
+    tokio::pin!(lonely);
+    let mut warned = false;
     loop {
         tokio::select! {
+            _ = &mut lonely, if !warned => {
+                warned = true;
+                if active.is_empty() {
+                    tracing::warn!(
+                        addresses = pool_len,
+                        "no target has answered after {} s; still probing (check the addresses, the port and --probe)",
+                        NO_TARGET_WARNING.as_secs()
+                    );
+                }
+            }
             _ = ctx.queue.wait_all_done() => break,
             _ = ctx.cancel.cancelled() => break,
             change = changes.recv() => match change {
