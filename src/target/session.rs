@@ -528,17 +528,17 @@ impl Session {
     }
 
     /// Send the binaries of `plan` one per GO_SEND; `then_start` appends START to the last.
+    /// Not cancellable: a half-sent SEND_BINARIES cannot be taken back.
     async fn send_binaries(
         &mut self,
         plan: &Plan,
         sent: &mut HashSet<String>,
         then_start: bool,
-        cancel: Option<&CancellationToken>,
     ) -> Result<(), TargetError> {
         self.flush("sending SEND_DESCS and SEND_BINARIES").await?;
         for (i, (name, image)) in plan.to_send.iter().enumerate() {
             let deadline = Instant::now() + self.cfg.reply_timeout;
-            self.wait_reply(true, deadline, cancel).await?;
+            self.wait_reply(true, deadline, None).await?;
             frame::encode_binary(&mut self.wbuf, name, image).map_err(|e| {
                 TargetError::Invalid {
                     reason: e.to_string(),
@@ -573,7 +573,7 @@ impl Session {
         self.ensure_usable()?;
         let plan = self.plan(set, admission, binaries, sent)?;
         self.push_load(admission, plan.to_send.len())?;
-        self.send_binaries(&plan, sent, false, None).await
+        self.send_binaries(&plan, sent, false).await
     }
 
     /// Send START (v1: followed by GET_PROFILE, since v1 never pushes).
@@ -712,7 +712,12 @@ impl Session {
         let drained = self.finish_drain(Some(cancel)).await?;
         if !pipelined {
             self.push_load(admission, plan.to_send.len())?;
-            self.send_binaries(&plan, sent, true, Some(cancel)).await?;
+            // Not cancellable midway: a half-sent SEND_BINARIES cannot be taken back without
+            // corrupting the stream; each step is bounded by `reply_timeout`.
+            self.send_binaries(&plan, sent, true).await?;
+            if cancel.is_cancelled() {
+                return Err(TargetError::Cancelled);
+            }
         }
         let binaries_sent = plan.to_send.iter().map(|(n, _)| n.clone()).collect();
         let (events, counts) = self.collect_run(set, on_events, cancel).await?;
