@@ -178,14 +178,7 @@ impl Host {
             binaries_left: 0,
             drop_after: None,
         };
-        if self.cfg.faults.planned(self.index, 0, FaultKind::Slow)
-            || self.cfg.faults.plans.iter().any(|p| {
-                p.host == self.index
-                    && p.kind == FaultKind::Slow
-                    && p.repeat
-                    && self.runs >= p.at_run
-            })
-        {
+        if self.cfg.faults.slow_at_connect(self.index, self.runs) {
             c.delay = self.cfg.faults.slow_delay;
         }
         loop {
