@@ -103,6 +103,84 @@ fn bench_session(c: &mut Criterion) {
     group.finish();
 }
 
+/// 64 sessions against 64 as-fast-as-possible simulated hosts on a 2-worker runtime: the
+/// shape of a distributor run on a 2-core machine.
+fn bench_cluster(c: &mut Criterion) {
+    const HOSTS: usize = 64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sim = rt
+        .block_on(SimCluster::start(
+            HOSTS,
+            Ipv4Addr::new(127, 0, 0, 2),
+            0,
+            SimConfig::default(),
+        ))
+        .expect("simulated targets");
+    let mut sessions: Vec<(Session, HashSet<String>)> = rt.block_on(async {
+        let mut v = Vec::with_capacity(HOSTS);
+        for a in sim.addrs() {
+            let s = Session::connect(*a, SessionConfig::default())
+                .await
+                .expect("connect");
+            v.push((s, HashSet::new()));
+        }
+        v
+    });
+    let set = std::sync::Arc::new(taskset(5, 3));
+    let mut group = c.benchmark_group("cluster");
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(
+        BenchmarkId::new("tasksets_64_targets_2_workers", "5x3"),
+        |b| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(HOSTS as u64);
+                let elapsed = rt.block_on(async {
+                    let start = Instant::now();
+                    let mut js = tokio::task::JoinSet::new();
+                    for (mut s, mut sent) in sessions.drain(..) {
+                        let set = set.clone();
+                        js.spawn(async move {
+                            let binaries = Binaries::synthetic();
+                            let cancel = CancellationToken::new();
+                            for _ in 0..per {
+                                s.run_taskset(
+                                    &set,
+                                    None,
+                                    &binaries,
+                                    &mut sent,
+                                    &mut |_| {},
+                                    &cancel,
+                                )
+                                .await
+                                .expect("task-set runs");
+                            }
+                            (s, sent)
+                        });
+                    }
+                    while let Some(r) = js.join_next().await {
+                        sessions.push(r.expect("worker"));
+                    }
+                    start.elapsed()
+                });
+                // `per * HOSTS` task-sets ran; scale to `iters`.
+                elapsed.mul_f64(iters as f64 / (per * HOSTS as u64) as f64)
+            })
+        },
+    );
+    group.finish();
+    rt.block_on(async {
+        for (s, _) in sessions.drain(..) {
+            s.close().await;
+        }
+        sim.shutdown().await;
+    });
+}
+
 fn bench_parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     for n in [1usize, 100, 1000] {
@@ -135,5 +213,5 @@ fn bench_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_session, bench_parse);
+criterion_group!(benches, bench_session, bench_cluster, bench_parse);
 criterion_main!(benches);

@@ -577,3 +577,41 @@ async fn invalid_inputs_are_rejected_before_sending() {
     assert_eq!(sim.stats(0).unwrap().commands, 0);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn liveness_probe_allows_for_the_start_block() {
+    // offsets add up to 3 s simulated = 300 ms real at factor 10; START blocks that long, so
+    // the echo of a probe sent meanwhile comes late. Probes every 20 ms, reply timeout 100 ms.
+    let sim = cluster(
+        1,
+        67,
+        SimConfig {
+            speed: Speed::Factor(10.0),
+            clear_block: Duration::from_millis(10),
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let mut cfg = fast_cfg(Dialect::V3);
+    cfg.liveness_interval = Duration::from_millis(20);
+    cfg.reply_timeout = Duration::from_millis(100);
+    let mut s = Session::connect(sim.addrs()[0], cfg).await.unwrap();
+    let mut a = task(0, "hey", 100, 1);
+    a.offset_ms = 1500;
+    let mut b = task(1, "hey", 100, 1);
+    b.offset_ms = 1500;
+    let set = TaskSet::new(vec![a, b]).unwrap();
+    let mut sent = HashSet::new();
+    let r = run(&mut s, &set, None, &mut sent).await.unwrap();
+    // b starts after both offsets: its first release is 1500 + 1500 + 100 ms after START
+    let t = |id: u32| {
+        r.events
+            .iter()
+            .find(|e| e.event.task_id == id && e.event.kind == EventKind::Start)
+            .unwrap()
+            .event
+            .time_ms
+    };
+    assert!(t(1) >= t(0) + 1500, "{} vs {}", t(1), t(0));
+    sim.shutdown().await;
+}

@@ -130,3 +130,53 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     cluster.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    #[test]
+    fn speeds_and_rates_parse() {
+        assert_eq!(parse_speed("fast"), Ok(Speed::AsFastAsPossible));
+        assert_eq!(parse_speed("realtime"), Ok(Speed::RealTime));
+        assert_eq!(parse_speed("10"), Ok(Speed::Factor(10.0)));
+        assert!(parse_speed("-1").is_err());
+        assert!(parse_speed("soon").is_err());
+        assert_eq!(parse_rate("drop=0.5"), Ok((FaultKind::Drop, 0.5)));
+        assert!(parse_rate("drop=2").is_err());
+        assert!(parse_rate("drop").is_err());
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let w = Wrap::try_parse_from([
+            "sim",
+            "-n",
+            "8",
+            "--dialect",
+            "v1",
+            "--fault",
+            "2=freeze@3",
+            "--fault",
+            "0=refuse",
+            "--fault-rate",
+            "exit-error=0.01",
+            "--port",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(w.args.hosts, 8);
+        assert_eq!(w.args.dialect, Dialect::V1);
+        assert_eq!(w.args.faults.len(), 2);
+        assert_eq!(w.args.faults[0].at_run, 3);
+        assert_eq!(w.args.fault_rates, vec![(FaultKind::ExitError, 0.01)]);
+        assert!(Wrap::try_parse_from(["sim", "--dialect", "v4"]).is_err());
+    }
+}

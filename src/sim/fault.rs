@@ -238,6 +238,16 @@ impl FaultConfig {
         })
     }
 
+    /// Whether a slow plan applies from the first byte of a connection to `host`, which has
+    /// seen `runs` STARTs: a plan at run 0, or a repeating plan whose run has come.
+    pub(crate) fn slow_at_connect(&self, host: usize, runs: u64) -> bool {
+        self.plans.iter().any(|p| {
+            p.host == host
+                && p.kind == FaultKind::Slow
+                && (p.at_run == 0 || (p.repeat && runs >= p.at_run))
+        })
+    }
+
     /// The faults of run `run` on `host` (plans plus random draws, in [`FaultKind::ALL`]
     /// order, without Refuse).
     pub(crate) fn draw(&self, host: usize, run: u64, rng: &mut StdRng) -> Vec<FaultKind> {

@@ -78,7 +78,7 @@ pub fn schedule(tasks: &[SimTask], start_us: u64, max_jobs: u64) -> Option<Vec<S
     let mut cores: Vec<u32> = tasks.iter().map(|t| t.core).collect();
     cores.sort_unstable();
     cores.dedup();
-    let mut out = Vec::with_capacity(total as usize * 2 + tasks.len());
+    let mut out = Vec::with_capacity((total as usize * 2 + tasks.len()).min(1 << 16));
     for core in cores {
         let idx: Vec<usize> = (0..tasks.len())
             .filter(|&i| tasks[i].core == core)
@@ -142,7 +142,7 @@ fn run_core(tasks: &[SimTask], idx: &[usize], bases: &[u64], out: &mut Vec<Sched
         if let Some(i) = running {
             let j = &mut active[i];
             if j.remaining != u64::MAX {
-                j.remaining -= (tn - t).min(j.remaining);
+                j.remaining -= tn.saturating_sub(t).min(j.remaining);
             }
         }
         t = tn;

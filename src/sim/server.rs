@@ -26,6 +26,22 @@ use crate::target::Dialect;
 /// Size announced by the oversized-frame fault.
 const OVERSIZED_FRAME_BYTES: u32 = 64 << 20;
 
+/// Longest span the simulator waits for (keeps instant arithmetic from overflowing).
+const MAX_SPAN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A span of `secs` seconds, capped at [`MAX_SPAN`] (NaN and negative give zero).
+fn span(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs)
+        .map_or(if secs > 0.0 { MAX_SPAN } else { Duration::ZERO }, |d| {
+            d.min(MAX_SPAN)
+        })
+}
+
+/// `base + d`, with `d` capped at [`MAX_SPAN`].
+fn at(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d.min(MAX_SPAN)).unwrap_or(base)
+}
+
 /// One event in the host's log (not yet sent).
 #[derive(Debug, Clone)]
 struct LogEvent {
@@ -65,9 +81,7 @@ impl Clock {
     fn instant_of(&self, us: u64) -> Option<Instant> {
         match self {
             Clock::Virtual { .. } => None,
-            Clock::Real { boot, factor } => {
-                Some(*boot + Duration::from_secs_f64(us as f64 / factor / 1e6))
-            }
+            Clock::Real { boot, factor } => Some(at(*boot, span(us as f64 / factor / 1e6))),
         }
     }
 
@@ -75,7 +89,7 @@ impl Clock {
     fn real_span(&self, virt: Duration) -> Duration {
         match self {
             Clock::Virtual { .. } => Duration::ZERO,
-            Clock::Real { factor, .. } => virt.div_f64(*factor),
+            Clock::Real { factor, .. } => span(virt.as_secs_f64() / factor),
         }
     }
 }
@@ -178,14 +192,7 @@ impl Host {
             binaries_left: 0,
             drop_after: None,
         };
-        if self.cfg.faults.planned(self.index, 0, FaultKind::Slow)
-            || self.cfg.faults.plans.iter().any(|p| {
-                p.host == self.index
-                    && p.kind == FaultKind::Slow
-                    && p.repeat
-                    && self.runs >= p.at_run
-            })
-        {
+        if self.cfg.faults.slow_at_connect(self.index, self.runs) {
             c.delay = self.cfg.faults.slow_delay;
         }
         loop {
@@ -244,7 +251,7 @@ impl Host {
                 }
                 c.out.clear();
             } else {
-                let due = Instant::now() + c.delay;
+                let due = at(Instant::now(), c.delay);
                 c.delayed.push_back((due, std::mem::take(&mut c.out)));
             }
         }
@@ -351,7 +358,7 @@ impl Host {
                     self.admission = None;
                     let block = self.clock.real_span(self.cfg.clear_block);
                     if !block.is_zero() {
-                        self.blocked_until = Some(Instant::now() + block);
+                        self.blocked_until = Some(at(Instant::now(), block));
                     }
                 }
                 Action::Plain(Command::Stop) => self.stop_jobs(c),
@@ -585,7 +592,7 @@ impl Host {
                 let offsets: u64 = self.tasks.iter().map(|t| t.offset_ms).sum();
                 let block = self.clock.real_span(Duration::from_millis(offsets));
                 if !block.is_zero() {
-                    self.blocked_until = Some(Instant::now() + block);
+                    self.blocked_until = Some(at(Instant::now(), block));
                 }
             }
         }

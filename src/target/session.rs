@@ -17,6 +17,14 @@ use super::frame::{self, Command, Expect, ServerMsg};
 use super::xml::{self, LiveTask, RawEvent, TimeUnwrapper};
 use super::{Binaries, Dialect, SessionConfig, TargetError};
 
+/// Longest wait any setting can ask for (keeps instant arithmetic from overflowing).
+const MAX_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `base + d`, with `d` capped at [`MAX_WAIT`].
+fn at(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d.min(MAX_WAIT)).unwrap_or(base)
+}
+
 /// Job accounting of one task in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskCount {
@@ -421,7 +429,7 @@ impl Session {
         }
         frame::encode_command(&mut self.wbuf, Command::Available);
         self.flush("sending AVAILABLE").await?;
-        let deadline = Instant::now() + self.cfg.reply_timeout;
+        let deadline = at(Instant::now(), self.cfg.reply_timeout);
         self.wait_reply(false, deadline, None).await
     }
 
@@ -442,10 +450,10 @@ impl Session {
         cancel: Option<&CancellationToken>,
     ) -> Result<Vec<TimedEvent>, TargetError> {
         if self.cfg.dialect.has_available() {
-            let deadline = Instant::now() + self.cfg.reply_timeout;
+            let deadline = at(Instant::now(), self.cfg.reply_timeout);
             self.wait_reply(false, deadline, cancel).await?;
         } else {
-            let deadline = Instant::now() + self.cfg.drain_window;
+            let deadline = at(Instant::now(), self.cfg.drain_window);
             self.collect_until(deadline, cancel).await?;
         }
         Ok(std::mem::take(&mut self.inbox))
@@ -528,17 +536,17 @@ impl Session {
     }
 
     /// Send the binaries of `plan` one per GO_SEND; `then_start` appends START to the last.
+    /// Not cancellable: a half-sent SEND_BINARIES cannot be taken back.
     async fn send_binaries(
         &mut self,
         plan: &Plan,
         sent: &mut HashSet<String>,
         then_start: bool,
-        cancel: Option<&CancellationToken>,
     ) -> Result<(), TargetError> {
         self.flush("sending SEND_DESCS and SEND_BINARIES").await?;
         for (i, (name, image)) in plan.to_send.iter().enumerate() {
-            let deadline = Instant::now() + self.cfg.reply_timeout;
-            self.wait_reply(true, deadline, cancel).await?;
+            let deadline = at(Instant::now(), self.cfg.reply_timeout);
+            self.wait_reply(true, deadline, None).await?;
             frame::encode_binary(&mut self.wbuf, name, image).map_err(|e| {
                 TargetError::Invalid {
                     reason: e.to_string(),
@@ -573,7 +581,7 @@ impl Session {
         self.ensure_usable()?;
         let plan = self.plan(set, admission, binaries, sent)?;
         self.push_load(admission, plan.to_send.len())?;
-        self.send_binaries(&plan, sent, false, None).await
+        self.send_binaries(&plan, sent, false).await
     }
 
     /// Send START (v1: followed by GET_PROFILE, since v1 never pushes).
@@ -601,7 +609,7 @@ impl Session {
                 frame::encode_command(&mut self.wbuf, Command::GetProfile);
                 self.flush("sending GET_PROFILE").await?;
             }
-            let deadline = Instant::now() + wait;
+            let deadline = at(Instant::now(), wait);
             while self.inbox.is_empty() {
                 if !self.fill(deadline, "waiting for events", None).await? {
                     break;
@@ -619,7 +627,7 @@ impl Session {
         self.live = None;
         frame::encode_command(&mut self.wbuf, Command::GetLive);
         self.flush("sending GET_LIVE").await?;
-        let deadline = Instant::now() + self.cfg.reply_timeout;
+        let deadline = at(Instant::now(), self.cfg.reply_timeout);
         while self.live.is_none() {
             self.process(false, false)?;
             if self.live.is_some() || !self.fill(deadline, "GET_LIVE", None).await? {
@@ -712,7 +720,12 @@ impl Session {
         let drained = self.finish_drain(Some(cancel)).await?;
         if !pipelined {
             self.push_load(admission, plan.to_send.len())?;
-            self.send_binaries(&plan, sent, true, Some(cancel)).await?;
+            // Not cancellable midway: a half-sent SEND_BINARIES cannot be taken back without
+            // corrupting the stream; each step is bounded by `reply_timeout`.
+            self.send_binaries(&plan, sent, true).await?;
+            if cancel.is_cancelled() {
+                return Err(TargetError::Cancelled);
+            }
         }
         let binaries_sent = plan.to_send.iter().map(|(n, _)| n.clone()).collect();
         let (events, counts) = self.collect_run(set, on_events, cancel).await?;
@@ -767,9 +780,9 @@ impl Session {
                 .map(|t| t.offset_ms)
                 .fold(0, u64::saturating_add),
         );
-        let start_block_end = last_event + start_block;
+        let start_block_end = at(last_event, start_block);
         let mut probe_deadline: Option<Instant> = None;
-        let mut next_poll = last_event + self.cfg.poll_interval;
+        let mut next_poll = at(last_event, self.cfg.poll_interval);
         loop {
             self.process(false, false)?;
             if self.echoes > 0 {
@@ -830,13 +843,13 @@ impl Session {
                 if polls {
                     frame::encode_command(&mut self.wbuf, Command::GetProfile);
                     self.flush("sending GET_PROFILE").await?;
-                    next_poll = Instant::now() + self.cfg.poll_interval;
+                    next_poll = at(Instant::now(), self.cfg.poll_interval);
                 }
             }
-            let mut deadline = last_event + limit;
+            let mut deadline = at(last_event, limit);
             if v3 {
-                deadline =
-                    deadline.min(probe_deadline.unwrap_or(last_life + self.cfg.liveness_interval));
+                deadline = deadline
+                    .min(probe_deadline.unwrap_or(at(last_life, self.cfg.liveness_interval)));
             }
             if polls {
                 deadline = deadline.min(next_poll);
@@ -848,7 +861,7 @@ impl Session {
                 continue;
             }
             let now = Instant::now();
-            if now >= last_event + limit {
+            if now >= at(last_event, limit) {
                 let e = TargetError::Timeout {
                     addr: self.addr,
                     waiting_for: format!(
@@ -869,18 +882,19 @@ impl Session {
                     };
                     return self.fail(e);
                 }
-            } else if v3 && now >= last_life + self.cfg.liveness_interval {
+            } else if v3 && now >= at(last_life, self.cfg.liveness_interval) {
                 frame::encode_command(&mut self.wbuf, Command::Available);
                 self.flush("sending AVAILABLE").await?;
                 let now = Instant::now();
                 probe_deadline = Some(
-                    (now + self.cfg.reply_timeout).max(start_block_end + self.cfg.reply_timeout),
+                    at(now, self.cfg.reply_timeout)
+                        .max(at(start_block_end, self.cfg.reply_timeout)),
                 );
             }
             if polls && now >= next_poll {
                 frame::encode_command(&mut self.wbuf, Command::GetProfile);
                 self.flush("sending GET_PROFILE").await?;
-                next_poll = Instant::now() + self.cfg.poll_interval;
+                next_poll = at(Instant::now(), self.cfg.poll_interval);
             }
         }
         for c in &counts {
