@@ -344,3 +344,53 @@ async fn a_variant_needing_a_missing_binary_is_bad_at_once_and_the_target_stays(
     let seen = rec.seen();
     assert!(seen.bad[&0][0].contains("pi"), "{:?}", seen.bad);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_command_runs_and_a_faulty_target_is_quarantined() {
+    use taskdist::distributor::TargetState;
+    use taskdist::sim::{FaultConfig, FaultKind, FaultPlan};
+    // Host 0 drops every connection at START; host 1 is healthy.
+    let cfg = SimConfig {
+        faults: FaultConfig {
+            plans: vec![FaultPlan {
+                host: 0,
+                kind: FaultKind::Drop,
+                at_run: 0,
+                repeat: true,
+            }],
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = cluster(2, [127, 0, 15, 2], cfg).await;
+    let bad_host = sim.addrs()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("recovered.txt");
+    let rec = Recorder::default();
+    let mut d = fast_failing_builder(&sim)
+        .quarantine(3, Duration::from_secs(3600))
+        .recovery_cmd(format!(
+            "echo {{addr}} $TASKDIST_TARGET >> {}",
+            log.display()
+        ))
+        .handler(rec.clone())
+        .build()
+        .unwrap();
+    d.start(spec_with(200)).await.unwrap();
+    let s = d.wait().await.unwrap();
+    let m = d.metrics();
+    d.close().await.unwrap();
+    sim.shutdown().await;
+
+    rec.seen().assert_exactly_once(200);
+    assert_eq!(s.done, 200, "{s:?}");
+    let stats = &m.targets.iter().find(|(a, _)| *a == bad_host).unwrap().1;
+    assert_eq!(stats.completed, 0);
+    // Quarantined after its third failure in a row, and not tried again.
+    assert_eq!(stats.failed, 3, "{stats:?}");
+    assert_eq!(stats.state, TargetState::Quarantined);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "one recovery per failure: {text}");
+    assert!(lines.iter().all(|l| *l == format!("{bad_host} {bad_host}")));
+}

@@ -1,0 +1,93 @@
+//! `taskdist run` from the command line on simulated targets: slices, handlers, exit codes.
+
+use std::process::Command;
+
+fn taskdist() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_taskdist"))
+}
+
+#[test]
+fn limit_and_shard_select_the_documented_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let status = taskdist()
+        .args([
+            "-q",
+            "run",
+            "hey-priorities",
+            "--simulate",
+            "2",
+            "--limit",
+            "5",
+        ])
+        .args([
+            "--shard",
+            "1/3",
+            "--handler",
+            "csv",
+            "--handler",
+            "jsonl",
+            "--handler",
+            "sqlite",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut got: Vec<u64> = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
+        .unwrap()
+        .map(|r| r.unwrap().variant)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 4, 7, 10, 13]);
+    // The other handlers wrote the same variants.
+    let jsonl = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(jsonl.matches("\"record\":\"variant\"").count(), 5);
+    assert!(out.join("results.sqlite").metadata().unwrap().len() > 0);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["planned_variants"], 5);
+    assert_eq!(run["spec_name"], "hey-priorities");
+}
+
+#[test]
+fn bad_variants_give_exit_code_1() {
+    // A binaries directory without `hey`: every variant is bad at once.
+    let dir = tempfile::tempdir().unwrap();
+    let bins = dir.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    std::fs::write(bins.join("pi"), b"\x7fELF not really").unwrap();
+    let out = dir.path().join("o");
+    let res = taskdist()
+        .args([
+            "-q",
+            "run",
+            "hey",
+            "--simulate",
+            "1",
+            "--handler",
+            "csv",
+            "--binaries",
+        ])
+        .arg(&bins)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let rows: Vec<_> = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(
+        |r| r.outcome == taskdist::handlers::reader::OutcomeKind::Bad
+            && r.reason.as_deref().is_some_and(|s| s.contains("hey"))
+    ));
+}
