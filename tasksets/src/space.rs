@@ -969,12 +969,18 @@ impl VariantSpace {
         let mut at = 0usize;
         let last = inner.groups.len().saturating_sub(1);
         let recording = odo.is_some();
+        // Reuse the odometer's group list (no allocation per variant).
+        let mut ranges = odo
+            .as_deref_mut()
+            .map(|o| std::mem::take(&mut o.groups))
+            .unwrap_or_default();
+        ranges.clear();
         let mut src = Splitter {
             rest: 0,
             pos: 0,
             record: odo.as_deref_mut().map(|o| &mut o.digits),
         };
-        let mut ranges = Vec::new();
+
         for (gi, g) in inner.groups.iter().enumerate() {
             // The last group takes what is left (always below its size): no division.
             let (digit, rest) = if gi == last {
