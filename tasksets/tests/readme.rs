@@ -1,8 +1,8 @@
-//! The spec examples in the crate README load and have the sizes the text claims.
+//! The spec examples in the project README load and have the sizes the text claims.
 
 use taskdist_tasksets::{catalog, SpaceLen, Spec};
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../README.md");
 
 fn toml_blocks() -> Vec<String> {
     let mut out = Vec::new();
