@@ -25,12 +25,13 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use taskdist::distributor::{Distributor, DistributorBuilder, ProbeKind, VariantSource, Workload};
 use taskdist::handlers::{EventHandler, EventKind, HandlerError, VariantFinished};
 use taskdist::sim::{SimCluster, SimConfig};
-use taskdist::target::Dialect;
+use taskdist::target::{Dialect, SessionConfig};
 use taskdist::tasksets::generate::{execution_ms, uunifast};
 use taskdist::tasksets::rng::{draw_key, SplitMix64};
 use taskdist::{AdmissionControl, Goal, Task, TaskSet};
@@ -213,8 +214,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..SimConfig::default()
     };
     let v1 = SimCluster::start(4, Ipv4Addr::new(127, 0, 0, 2), 0, cfg).await?;
+    // v1 and v2 have no AVAILABLE fence, so after CLEAR a session collects late frames for a
+    // drain window (1.5 s by default, needed on real targets). Simulated targets in fast mode
+    // send nothing late, so a short window keeps this part quick.
+    let session = SessionConfig {
+        drain_window: Duration::from_millis(50),
+        ..SessionConfig::for_dialect(Dialect::V1)
+    };
     let mut d = builder(&v1)?
-        .dialect(Dialect::V1)
+        .session(session)
         .handler(ends.clone())
         .build()?;
     d.start(sweep.clone()).await?;
