@@ -54,7 +54,7 @@ impl UtilisationSweep {
 }
 
 impl VariantSource for UtilisationSweep {
-    fn len(&self) -> Option<u64> {
+    fn variant_count(&self) -> Option<u64> {
         Some(self.totals.len() as u64 * self.samples)
     }
 
@@ -63,7 +63,7 @@ impl VariantSource for UtilisationSweep {
             .ok()
             .and_then(|i| self.totals.get(i))
             .copied()
-            .ok_or_else(|| format!("variant {index} is out of range 0..{:?}", self.len()))?;
+            .ok_or_else(|| format!("variant {index} is out of range 0..{:?}", self.variant_count()))?;
         let mut shares = Vec::with_capacity(self.tasks);
         uunifast(
             &mut SplitMix64::new(draw_key(self.seed, index, Self::SPLIT)),
@@ -164,9 +164,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}, {} variants; the last one:",
         sweep.source.name(),
-        sweep.source.len().unwrap_or_default()
+        sweep.source.variant_count().unwrap_or_default()
     );
-    let last = sweep.source.get(sweep.source.len().unwrap_or(1) - 1)?;
+    let last = sweep.source.get(sweep.source.variant_count().unwrap_or(1) - 1)?;
     for t in &last.tasks {
         println!(
             "  task {}: period {} ms, executiontime {} ms, priority {}",
