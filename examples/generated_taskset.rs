@@ -63,7 +63,12 @@ impl VariantSource for UtilisationSweep {
             .ok()
             .and_then(|i| self.totals.get(i))
             .copied()
-            .ok_or_else(|| format!("variant {index} is out of range 0..{:?}", self.variant_count()))?;
+            .ok_or_else(|| {
+                format!(
+                    "variant {index} is out of range 0..{:?}",
+                    self.variant_count()
+                )
+            })?;
         let mut shares = Vec::with_capacity(self.tasks);
         uunifast(
             &mut SplitMix64::new(draw_key(self.seed, index, Self::SPLIT)),
@@ -166,7 +171,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sweep.source.name(),
         sweep.source.variant_count().unwrap_or_default()
     );
-    let last = sweep.source.get(sweep.source.variant_count().unwrap_or(1) - 1)?;
+    let last = sweep
+        .source
+        .get(sweep.source.variant_count().unwrap_or(1) - 1)?;
     for t in &last.tasks {
         println!(
             "  task {}: period {} ms, executiontime {} ms, priority {}",

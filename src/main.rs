@@ -1,5 +1,6 @@
 //! The `taskdist` command line: parses arguments, sets up logging and calls the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -12,10 +13,10 @@ mod cli;
 #[command(name = "taskdist", version, about, long_about = None)]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides both flags.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, display_order = 900)]
     verbose: u8,
     /// Less log output (-q warnings only, -qq errors only).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, display_order = 901)]
     quiet: u8,
     #[command(subcommand)]
     command: Command,
@@ -35,6 +36,7 @@ fn init_logging(verbose: u8, quiet: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .init();
 }
@@ -43,6 +45,10 @@ fn init_logging(verbose: u8, quiet: u8) {
 enum Command {
     /// Run a task-set spec's variants on targets (or on --simulate N built-in simulated targets)
     /// and write every job event.
+    #[command(after_help = "Examples:\n  \
+        taskdist run hey --simulate 4 --out results\n  \
+        taskdist run my-spec.toml 10.200.45.0/24 --binaries bins --out run1\n  \
+        taskdist run my-spec.toml 10.200.45.0/24 --binaries bins --resume run1")]
     Run(Box<cli::run::RunArgs>),
     /// List catalog task-sets, result handlers and protocol dialects.
     List(cli::list::ListArgs),

@@ -6,19 +6,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use taskdist::discovery::HostPool;
 use taskdist::distributor::{
     run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload,
-    DEFAULT_PORT,
+    DEFAULT_PORT, LEDGER_FILE,
 };
 use taskdist::handlers::{
-    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler, JSONL_FILE, SQLITE_FILE,
+    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler, EVENTS_FILE, JOBS_FILE,
+    JSONL_FILE, SQLITE_FILE, TASKS_FILE, VARIANTS_FILE,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
-use taskdist::target::{Binaries, Dialect};
+use taskdist::target::{Binaries, Dialect, SessionConfig};
 use taskdist::tasksets::{AdmissionControl, Spec};
+use tokio_util::sync::CancellationToken;
 
 /// Arguments of `taskdist run`.
 #[derive(Debug, Args)]
@@ -32,11 +37,16 @@ pub struct RunArgs {
     pub hosts: Vec<String>,
 
     /// Target TCP port for hosts given without one.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
     /// Output directory for result files and the resume ledger; must not hold an earlier run.
-    #[arg(long, default_value = "results", conflicts_with = "resume")]
+    #[arg(
+        long,
+        default_value = "results",
+        value_name = "DIR",
+        conflicts_with = "resume"
+    )]
     pub out: PathBuf,
 
     /// Continue the interrupted run in this directory (same spec, seed and shard), skipping
@@ -44,7 +54,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
 
-    /// Result handlers to write (repeatable).
+    /// Result handlers to write (repeatable; giving any replaces the default csv + console).
     #[arg(long = "handler", value_enum, default_values_t = [HandlerKind::Csv, HandlerKind::Console])]
     pub handlers: Vec<HandlerKind>,
 
@@ -53,8 +63,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub admission: Option<PathBuf>,
 
-    /// Protocol dialect of the targets.
-    #[arg(long, default_value = "v3")]
+    /// Protocol dialect of the targets: v1, v2 or v3 (see `taskdist list dialects`).
+    #[arg(long, default_value = "v3", value_name = "v1|v2|v3")]
     pub dialect: Dialect,
 
     /// Directory holding the binaries named by the tasks' `pkg` (file DIR/<pkg>). Without it,
@@ -62,7 +72,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub binaries: Option<PathBuf>,
 
-    /// How hosts are checked for availability before a session is opened.
+    /// How hosts are checked for availability before a session is opened [default: icmp, or
+    /// tcp with --simulate].
     #[arg(long, value_enum)]
     pub probe: Option<ProbeKind>,
 
@@ -85,8 +96,8 @@ pub struct RunArgs {
 
     /// Speed of the simulated targets: `fast` (as fast as possible), `realtime`, or a factor
     /// such as `10` (ten times real time).
-    #[arg(long, default_value = "fast", value_name = "SPEED")]
-    pub sim_speed: String,
+    #[arg(long, default_value = "fast", value_name = "SPEED", value_parser = parse_speed)]
+    pub sim_speed: Speed,
 
     /// Command run when a target is declared dead, e.g. to restart its QEMU; `{addr}`, `{ip}`
     /// and `{port}` are replaced.
@@ -130,15 +141,15 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     Ok((k, n))
 }
 
-fn parse_speed(s: &str) -> anyhow::Result<Speed> {
+fn parse_speed(s: &str) -> Result<Speed, String> {
     match s {
         "fast" => Ok(Speed::AsFastAsPossible),
         "realtime" => Ok(Speed::RealTime),
         other => match other.parse::<f64>() {
             Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
-            _ => bail!(
-                "--sim-speed {other:?}: expected fast, realtime or a positive factor such as 10"
-            ),
+            _ => Err(format!(
+                "{other:?}: expected fast, realtime or a positive factor such as 10"
+            )),
         },
     }
 }
@@ -178,34 +189,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.simulate.is_some() && !args.hosts.is_empty() {
         bail!("give either HOSTS or --simulate N, not both");
     }
-    let (out, resume) = match &args.resume {
-        Some(dir) => (dir.clone(), true),
-        None => (args.out.clone(), false),
-    };
-
-    // Simulated targets, if asked for.
-    let mut cluster = None;
-    let mut hosts = args.hosts.clone();
-    let mut port = args.port;
+    if args.simulate.is_none() && args.hosts.is_empty() {
+        bail!("no targets: give HOSTS (addresses or CIDR ranges) or --simulate N");
+    }
     if let Some(n) = args.simulate {
         if n == 0 || n > 250 {
             bail!("--simulate {n}: expected 1 to 250 simulated targets");
         }
-        let speed = parse_speed(&args.sim_speed)?;
-        let cfg = SimConfig {
-            dialect: args.dialect,
-            speed,
-            ..SimConfig::default()
-        };
-        let c = SimCluster::start(n, std::net::Ipv4Addr::new(127, 0, 0, 2), 0, cfg)
-            .await
-            .context("cannot start the simulated targets")?;
-        hosts = c.addrs().iter().map(|a| a.to_string()).collect();
-        port = c.addrs()[0].port();
-        cluster = Some(c);
+    } else {
+        // Check every host item before anything is created or sent.
+        HostPool::parse(&args.hosts, args.port)?;
     }
-    if hosts.is_empty() {
-        bail!("no targets: give HOSTS (addresses or CIDR ranges) or --simulate N");
+    let binaries = match &args.binaries {
+        Some(dir) => Binaries::from_dir(dir)?,
+        None => Binaries::synthetic(),
+    };
+    let (out, resume) = match &args.resume {
+        Some(dir) => (dir.clone(), true),
+        None => (args.out.clone(), false),
+    };
+    if !resume {
+        refuse_earlier_run(&out)?;
     }
 
     // On resume, the result files keep only rows of variants the ledger records as done.
@@ -217,31 +221,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         RangeSet::default()
     };
     let is_done = |i: u64| done.contains(i);
+    if let Some(planned) = selection.planned(workload.source.variant_count()) {
+        if resume && done.count() >= planned {
+            eprintln!(
+                "nothing to do: all {planned} variants of {} already have an outcome",
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 
-    let binaries = match &args.binaries {
-        Some(dir) => Binaries::from_dir(dir)?,
-        None => Binaries::synthetic(),
-    };
+    // Simulated targets, if asked for.
+    let mut cluster = None;
+    let mut hosts = args.hosts.clone();
+    let mut port = args.port;
+    let mut session = SessionConfig::for_dialect(args.dialect);
+    session.silence_margin = Duration::from_secs(args.silence);
+    if let Some(n) = args.simulate {
+        let cfg = SimConfig {
+            dialect: args.dialect,
+            speed: args.sim_speed,
+            ..SimConfig::default()
+        };
+        let c = SimCluster::start(n, std::net::Ipv4Addr::new(127, 0, 0, 2), 0, cfg)
+            .await
+            .context("cannot start the simulated targets")?;
+        hosts = c.addrs().iter().map(|a| a.to_string()).collect();
+        port = c.addrs().first().map_or(port, |a| a.port());
+        if args.sim_speed == Speed::AsFastAsPossible {
+            // v1/v2 have no fence after CLEAR; a simulated target in fast mode answers at
+            // once, so a short drain window is enough (real targets need the default).
+            session.drain_window = Duration::from_millis(20);
+        }
+        cluster = Some(c);
+    }
 
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
     let mut builder = Distributor::builder()
         .port(port)
         .hosts(&hosts)?
-        .dialect(args.dialect)
+        .session(session)
         .binaries(binaries)
         .attempts(args.attempts)
+        .selection(selection)
         .ledger(&out, resume)
         .command(std::env::args().collect());
-    let mut session = builder.config_ref().session.clone();
-    session.silence_margin = Duration::from_secs(args.silence);
-    builder = builder.session(session);
     if let Some(p) = args.probe {
         builder = builder.probe(p);
     } else if cluster.is_some() {
         builder = builder.probe(ProbeKind::Tcp);
     }
-    builder = builder.selection(selection);
     if let Some(cmd) = &args.recovery_cmd {
         builder = builder.recovery_cmd(cmd.clone());
     }
@@ -265,29 +295,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut d = builder.build()?;
     d.start(workload).await?;
+    if resume {
+        tracing::info!(
+            "resuming {}: {} variants already have an outcome",
+            out.display(),
+            done.count()
+        );
+    }
 
-    // Progress and Ctrl-C.
+    // Progress display, and a graceful stop on Ctrl-C or SIGTERM.
     let metrics = d.metrics_handle();
-    let stop = d.stop_token();
     let verbose = tracing::enabled!(tracing::Level::INFO);
-    let progress = tokio::spawn(show_progress(metrics.clone(), verbose));
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nstopping: in-flight variants go back to the queue (Ctrl-C again to abort)"
-            );
-            if let Some(t) = stop {
-                t.cancel();
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("aborted");
-                std::process::exit(130);
-            }
-        }
-    });
+    let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
+    let progress_stop = CancellationToken::new();
+    let progress = tokio::spawn(show_progress(
+        metrics.clone(),
+        bar.clone(),
+        verbose,
+        progress_stop.clone(),
+    ));
+    let signals = tokio::spawn(stop_on_signals(d.stop_token(), bar.clone()));
     let waited = d.wait().await;
-    progress.abort();
-    ctrl_c.abort();
+    progress_stop.cancel();
+    let _ = progress.await;
+    signals.abort();
     let summary = waited?;
     let totals = d.close().await?;
     if let Some(c) = cluster {
@@ -295,19 +326,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if verbose {
         let snapshot = metrics.snapshot();
-        if kinds.contains(&HandlerKind::Console) {
-            eprint!("targets:\n{}", snapshot.targets_report());
-        } else {
-            eprint!("{}", snapshot.report());
+        if !snapshot.targets.is_empty() {
+            if kinds.contains(&HandlerKind::Console) {
+                eprint!("targets:\n{}", snapshot.targets_report());
+            } else {
+                eprint!("{}", snapshot.report());
+            }
         }
+        eprintln!("results in {}", out.display());
     }
     if summary.interrupted {
         eprintln!(
-            "run interrupted: continue it with `taskdist run {} --resume {}`",
-            args.taskset,
-            out.display()
+            "run interrupted: continue it with `{}`",
+            resume_command(&out)
         );
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(130));
     }
     Ok(if totals.bad > 0 {
         ExitCode::from(1)
@@ -316,58 +349,160 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn show_progress(metrics: Arc<Metrics>, verbose: bool) {
+/// Refuse an output directory that holds results of an earlier run.
+fn refuse_earlier_run(out: &Path) -> anyhow::Result<()> {
+    let names = [
+        LEDGER_FILE,
+        EVENTS_FILE,
+        VARIANTS_FILE,
+        JOBS_FILE,
+        TASKS_FILE,
+        JSONL_FILE,
+        SQLITE_FILE,
+    ];
+    if let Some(found) = names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
+        bail!(
+            "{} already holds results of an earlier run ({} exists): choose another --out \
+             directory, or continue that run with `taskdist run TASKSET ... --resume {}`",
+            out.display(),
+            found.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The command line of this run with `--out DIR` replaced by `--resume DIR`.
+fn resume_command(out: &Path) -> String {
+    let mut words = vec!["taskdist".to_owned()];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--out" || a == "--resume" {
+            args.next();
+        } else if !(a.starts_with("--out=") || a.starts_with("--resume=")) {
+            words.push(shell_word(&a));
+        }
+    }
+    words.push("--resume".to_owned());
+    words.push(shell_word(&out.display().to_string()));
+    words.join(" ")
+}
+
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// First Ctrl-C or SIGTERM: stop gracefully (in-flight variants are requeued and stay out of
+/// the ledger). Second: abort at once; the ledger still allows a correct resume.
+async fn stop_on_signals(stop: Option<CancellationToken>, bar: Option<ProgressBar>) {
+    let say = |msg: &str| match &bar {
+        Some(b) => b.suspend(|| eprintln!("{msg}")),
+        None => eprintln!("{msg}"),
+    };
+    signal().await;
+    say("stopping: targets stop, in-flight variants go back to the queue (again to abort)");
+    if let Some(t) = stop {
+        t.cancel();
+    }
+    signal().await;
+    say("aborted");
+    std::process::exit(130);
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn new_bar() -> ProgressBar {
+    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+}
+
+async fn show_progress(
+    metrics: Arc<Metrics>,
+    bar: Option<ProgressBar>,
+    verbose: bool,
+    stop: CancellationToken,
+) {
     if !verbose {
         return;
     }
-    let terminal = std::io::stderr().is_terminal();
-    if terminal {
-        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-            .with_finish(indicatif::ProgressFinish::AndLeave);
-        let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} variants {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        pb.set_style(style);
-        loop {
-            let s = metrics.snapshot();
-            if let Some(p) = s.planned {
-                pb.set_length(p);
-            }
-            pb.set_position(s.done + s.bad);
-            let eta = match s.planned {
-                Some(p) if s.rate_per_s > 0.0 => {
-                    format!(
-                        ", ETA {:.0} s",
-                        (p.saturating_sub(s.done + s.bad)) as f64 / s.rate_per_s
-                    )
-                }
-                _ => String::new(),
-            };
-            pb.set_message(format!(
-                "{:.0}/s{eta} | targets {} up, {} busy, {} backoff | {} bad",
-                s.rate_per_s, s.targets_up, s.targets_busy, s.targets_backoff, s.bad
-            ));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    } else {
+    let Some(pb) = bar else {
+        // Not a terminal: a plain line every 10 s.
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
             let s = metrics.snapshot();
             eprintln!(
                 "progress: {}/{} variants, {} bad, {:.0}/s, targets {} up, {} busy, {} backoff",
-                s.done + s.bad,
+                s.already_done + s.done + s.bad,
                 s.planned
                     .map(|p| p.to_string())
-                    .unwrap_or_else(|| "∞".into()),
+                    .unwrap_or_else(|| "unbounded".into()),
                 s.bad,
                 s.rate_per_s,
                 s.targets_up,
                 s.targets_busy,
                 s.targets_backoff
             );
+        }
+    };
+    let bounded = metrics.snapshot().planned.is_some();
+    let template = if bounded {
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} variants {msg}"
+    } else {
+        "{spinner} [{elapsed_precise}] {pos}/∞ variants {msg}"
+    };
+    pb.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    loop {
+        let s = metrics.snapshot();
+        let pos = s.already_done + s.done + s.bad;
+        if let Some(p) = s.planned {
+            pb.set_length(p);
+        }
+        pb.set_position(pos);
+        let eta = match s.planned {
+            Some(p) if s.rate_per_s > 0.0 && !stop.is_cancelled() => {
+                let left = p.saturating_sub(pos) as f64 / s.rate_per_s;
+                format!(", ETA {}", HumanDuration(Duration::from_secs_f64(left)))
+            }
+            _ => String::new(),
+        };
+        pb.set_message(format!(
+            "{:.0}/s{eta} | targets {} up, {} busy, {} backoff | {} bad",
+            s.rate_per_s, s.targets_up, s.targets_busy, s.targets_backoff, s.bad
+        ));
+        if stop.is_cancelled() {
+            // Leave the last state on screen, without pretending an interrupted run finished.
+            pb.abandon();
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.cancelled() => {}
         }
     }
 }

@@ -30,13 +30,15 @@ pub const DEFAULT_MAX_HOSTS: u128 = 1 << 24;
 pub enum PoolError {
     /// An item is neither an address, `address:port`, a CIDR range nor `range:port`.
     #[error(
-        "cannot parse host item {item:?}: expected an address (127.0.0.5, ::1), \
+        "cannot parse host item {item:?}{detail}: expected an address (127.0.0.5, ::1), \
          address:port (127.0.0.5:4000, [::1]:3001), or a CIDR range (10.0.0.0/24, fd00::/120) \
          optionally followed by :port ([fd00::/120]:3001)"
     )]
     Syntax {
         /// The item as given.
         item: String,
+        /// What is wrong with it, when known (starts with ": ", or is empty).
+        detail: String,
     },
     /// The port of an item is 0, which no target can listen on.
     #[error("host item {item:?} names port 0; expected a port from 1 to 65535")]
@@ -303,6 +305,7 @@ fn ip_value(ip: IpAddr) -> (Family, u128) {
 fn parse_item(item: &str, default_port: u16) -> Result<Span, PoolError> {
     let syntax = || PoolError::Syntax {
         item: item.to_string(),
+        detail: syntax_detail(item),
     };
     if item.is_empty() {
         return Err(syntax());
@@ -339,6 +342,29 @@ fn parse_item(item: &str, default_port: u16) -> Result<Span, PoolError> {
         });
     }
     parse_range(range, port).ok_or_else(syntax)
+}
+
+/// Why an item that looks like `address/prefix` is wrong, for the error message.
+fn syntax_detail(item: &str) -> String {
+    let core = item.trim_start_matches('[');
+    let core = core.split(']').next().unwrap_or(core);
+    let Some((addr, prefix)) = core.split_once('/') else {
+        return String::new();
+    };
+    let prefix = prefix.split(':').next().unwrap_or(prefix);
+    match addr.parse::<IpAddr>() {
+        Err(_) => format!(": {addr:?} is not an IPv4 or IPv6 address"),
+        Ok(ip) => {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            match prefix.parse::<u32>() {
+                Ok(p) if p > max => {
+                    format!(": prefix /{p} is longer than the {max} bits of the address")
+                }
+                Ok(_) => String::new(),
+                Err(_) => format!(": prefix {prefix:?} is not a number from 0 to {max}"),
+            }
+        }
+    }
 }
 
 fn single(ip: IpAddr, port: u16) -> Span {

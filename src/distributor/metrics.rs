@@ -65,6 +65,7 @@ mod secs {
 pub struct Metrics {
     started: Mutex<Instant>,
     planned: Mutex<Option<u64>>,
+    already: AtomicU64,
     pub(crate) done: AtomicU64,
     pub(crate) bad: AtomicU64,
     pub(crate) requeued: AtomicU64,
@@ -80,6 +81,7 @@ impl Default for Metrics {
         Metrics {
             started: Mutex::new(Instant::now()),
             planned: Mutex::new(None),
+            already: AtomicU64::new(0),
             done: AtomicU64::new(0),
             bad: AtomicU64::new(0),
             requeued: AtomicU64::new(0),
@@ -95,8 +97,11 @@ impl Default for Metrics {
 /// A consistent copy of the metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsSnapshot {
-    /// Variants this run processes (None: unbounded).
+    /// Variants of the selection (None: unbounded), including those that already had an
+    /// outcome when the run was resumed.
     pub planned: Option<u64>,
+    /// Variants that already had an outcome when the run started (resume).
+    pub already_done: u64,
     /// Variants done (finished on a target).
     pub done: u64,
     /// Variants given up as bad.
@@ -126,7 +131,8 @@ impl Metrics {
         self.targets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn reset_run(&self, planned: Option<u64>) {
+    pub(crate) fn reset_run(&self, planned: Option<u64>, already: u64) {
+        self.already.store(already, Ordering::Relaxed);
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         *self.planned.lock().unwrap_or_else(|p| p.into_inner()) = planned;
     }
@@ -191,6 +197,7 @@ impl Metrics {
             |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|(_, s)| f(s.state)).count();
         MetricsSnapshot {
             planned: *self.planned.lock().unwrap_or_else(|p| p.into_inner()),
+            already_done: self.already.load(Ordering::Relaxed),
             done,
             bad,
             requeued: self.requeued.load(Ordering::Relaxed),

@@ -99,7 +99,7 @@ pub(crate) fn launch(
     };
     let planned = cfg.selection.planned(len);
     let already = done.count();
-    metrics.reset_run(planned);
+    metrics.reset_run(planned, already);
     let info = RunInfo {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         spec_name: source.name(),

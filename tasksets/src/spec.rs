@@ -143,7 +143,12 @@ impl Spec {
             return Spec::from_toml_str(entry.text, entry.name);
         }
         let path = Path::new(name_or_path);
-        if path.is_file() {
+        // Something that looks like a path is read as one, so a missing file is reported as
+        // such rather than as an unknown catalog name.
+        let looks_like_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+            || name_or_path.contains('/')
+            || name_or_path.ends_with(".toml");
+        if path.is_file() || looks_like_path {
             return Spec::from_file(path);
         }
         Err(SpecError::NotFound {
