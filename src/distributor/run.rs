@@ -123,7 +123,7 @@ pub(crate) fn launch(
         cancel,
     });
     if already > 0 {
-        tracing::info!(already, "resuming: variants with an outcome are skipped");
+        tracing::debug!(already, "resuming: variants with an outcome are skipped");
     }
     Ok(tokio::spawn(supervise(ctx, pool, info, ledger)))
 }
