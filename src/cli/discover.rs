@@ -66,7 +66,7 @@ pub struct DiscoverArgs {
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
 
-    /// Most probes in flight at once [default: icmp: receive buffer / 2 KiB, at most 4096;
+    /// Most probes in flight at once [default: icmp: receive buffer / 1 KiB, at most 16384;
     /// tcp and available: 512].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: Option<u64>,
