@@ -49,6 +49,15 @@ pub enum HostChange {
     Down(SocketAddr),
 }
 
+impl HostChange {
+    /// The host the change is about.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            HostChange::Up(a) | HostChange::Down(a) => *a,
+        }
+    }
+}
+
 /// What the monitor currently thinks of a host it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostState {
@@ -560,7 +569,7 @@ mod tests {
             ..quick_cfg()
         };
         let (handle, mut rx) = Monitor::spawn(pool, prober.clone(), cfg, cancel.clone());
-        assert_eq!(rx.recv().await, Some(HostChange::Up(a)));
+        assert_eq!(rx.recv().await.map(|c| c.addr()), Some(a));
         assert_eq!(handle.state(a), Some(HostState::Watched));
         prober.set_down(a);
         assert_eq!(rx.recv().await, Some(HostChange::Down(a)));
