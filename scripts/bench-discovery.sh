@@ -184,7 +184,6 @@ if [ "$NAMESPACE" = 1 ]; then
             measure silent "taskdist discover --timeout-ms 200" "$EXP_SI" plain \
                 "$TASKDIST" discover -q --timeout-ms 200 198.18.0.0/16
             measure silent "fping -a -g -i 0 (tuned)" "$EXP_SI" plain fping -a -q -i 0 -g 198.18.0.0/16
-            measure silent "fping -a -g -i 1 (tuned)" "$EXP_SI" plain fping -a -q -i 1 -g 198.18.0.0/16
             measure silent "nmap -sn -n -T5 --min-rate 100000" "$EXP_SI" nmap_up \
                 nmap -sn -n -T5 --min-rate 100000 -oG - 198.18.0.0/16
             RUNS=$SAVED_RUNS
