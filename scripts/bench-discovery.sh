@@ -10,8 +10,12 @@
 #              The namespace, link and routes are removed on exit (routes first).
 # Traffic goes only to 127.0.0.0/8 and to the namespace. Needs root (namespaces, raw sockets).
 #
+#   mostly-silent  the same namespace, but only 198.18.0.0/20 answers (4,095 hosts counted the
+#              fping way); the other 61,439 addresses of the /16 stay silent, as in a lab /16
+#              with a few targets. One run per tool (silent addresses cost timeouts).
+#
 # Usage: scripts/bench-discovery.sh [--no-install] [--runs N] [--skip-namespace]
-#                                   [--fping-default-range CIDR]
+#                                   [--skip-silent] [--fping-default-range CIDR]
 #   --runs N                 runs per tool and scene; the table shows the median (default 3)
 #   --fping-default-range    range for fping with its default 10 ms interval, which needs
 #                            ~11 minutes for a /16 (default 127.0.0.0/20; its /16 time is
@@ -24,12 +28,14 @@ export LC_ALL=C
 RUNS=3
 INSTALL=1
 NAMESPACE=1
+SILENT=1
 FPING_DEFAULT_RANGE=127.0.0.0/20
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-install) INSTALL=0 ;;
         --runs) RUNS="$2"; shift ;;
         --skip-namespace) NAMESPACE=0 ;;
+        --skip-silent) SILENT=0 ;;
         --fping-default-range) FPING_DEFAULT_RANGE="$2"; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -65,6 +71,7 @@ cleanup() {
     if [ "$NS_CREATED" = 1 ]; then
         ip route del 198.18.0.0/16 via 198.19.254.2 dev "$VA" 2>/dev/null || true
         ip -n "$NS" route del local 198.18.0.0/16 dev lo 2>/dev/null || true
+        ip -n "$NS" route del local 198.18.0.0/20 dev lo 2>/dev/null || true
         ip link del "$VA" 2>/dev/null || true
         ip netns del "$NS" 2>/dev/null || true
     fi
@@ -95,12 +102,18 @@ ROWS="$WORK/rows"
 measure() {
     local scene="$1" name="$2" expected="$3" parser="$4"
     shift 4
-    local times="$WORK/times" founds="$WORK/founds"
+    local times="$WORK/times" founds="$WORK/founds" failed=""
     : > "$times"; : > "$founds"
     for _ in $(seq "$RUNS"); do
         local t0 t1
         t0=$(date +%s.%N)
-        "$@" > "$WORK/out" 2> "$WORK/err" || true
+        local rc=0
+        "$@" > "$WORK/out" 2> "$WORK/err" || rc=$?
+        # fping exits 1 when some host is unreachable; other non-zero codes are failures.
+        if [ "$rc" -gt 1 ]; then
+            failed="exit $rc: $(head -1 "$WORK/err" | cut -c1-80 | tr '|' '/')"
+            echo "    $1 $failed" >&2
+        fi
         t1=$(date +%s.%N)
         awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$times"
         $parser < "$WORK/out" | sort -u | comm -12 - "$expected" | wc -l >> "$founds"
@@ -109,7 +122,7 @@ measure() {
     t=$(median < "$times")
     f=$(median < "$founds")
     n=$(wc -l < "$expected")
-    printf '%s|%s|%.3f|%s|%s|%s\n' "$scene" "$name" "$t" "$f" "$n" "$*" >> "$ROWS"
+    printf '%s|%s|%.3f|%s|%s|%s\n' "$scene" "$name" "$t" "$f" "$n" "$failed" >> "$ROWS"
     printf '  %-9s %-32s %8.3f s  %6s/%s\n' "$scene" "$name" "$t" "$f" "$n" >&2
 }
 
@@ -158,6 +171,24 @@ if [ "$NAMESPACE" = 1 ]; then
         measure namespace "nmap -sn -n (default)" "$EXP_NS" nmap_up nmap -sn -n -oG - 198.18.0.0/16
         measure namespace "nmap -sn -n -T5 --min-rate 100000" "$EXP_NS" nmap_up \
             nmap -sn -n -T5 --min-rate 100000 -oG - 198.18.0.0/16
+        if [ "$SILENT" = 1 ]; then
+            # Only 198.18.0.0/20 answers now; the rest of the /16 is silent.
+            ip -n "$NS" route del local 198.18.0.0/16 dev lo
+            ip -n "$NS" route add local 198.18.0.0/20 dev lo
+            EXP_SI="$WORK/exp_si"
+            expected 198.18.0.0/16 "$WORK/exp_all"
+            awk -F. '$3 < 16' "$WORK/exp_all" | sort -u > "$EXP_SI"
+            SAVED_RUNS=$RUNS; RUNS=1
+            echo "mostly-silent 198.18.0.0/16, 4095 answering (1 run each):" >&2
+            measure silent "taskdist discover" "$EXP_SI" plain "$TASKDIST" discover -q 198.18.0.0/16
+            measure silent "taskdist discover --timeout-ms 200" "$EXP_SI" plain \
+                "$TASKDIST" discover -q --timeout-ms 200 198.18.0.0/16
+            measure silent "fping -a -g -i 0 (tuned)" "$EXP_SI" plain fping -a -q -i 0 -g 198.18.0.0/16
+            measure silent "nmap -sn -n -T5 --min-rate 100000" "$EXP_SI" nmap_up \
+                nmap -sn -n -T5 --min-rate 100000 -oG - 198.18.0.0/16
+            RUNS=$SAVED_RUNS
+            ip -n "$NS" route del local 198.18.0.0/20 dev lo
+        fi
     else
         echo "SKIP namespace scene: cannot create a network namespace" >&2
     fi
@@ -167,8 +198,8 @@ echo "  after:  $(snmp_ratelimit)"
 echo
 echo "| scene | tool | time (s) | recall | note |"
 echo "|---|---|---:|---:|---|"
-while IFS='|' read -r scene name t f n _cmd; do
-    note=""
+while IFS='|' read -r scene name t f n failed; do
+    note="$failed"
     case "$name" in
         *"(default) "*)
             hosts=$n

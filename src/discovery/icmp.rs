@@ -111,6 +111,8 @@ pub enum IcmpError {
 struct Family {
     client: Client,
     raw: bool,
+    /// Only echo replies reach the socket (datagram socket, or raw socket with a filter).
+    replies_only: bool,
     recv_buffer: Option<usize>,
 }
 
@@ -163,10 +165,12 @@ fn open_family(kind: ICMP, cfg: &IcmpConfig) -> Result<Family, String> {
     if let Some(bytes) = cfg.recv_buffer_bytes {
         enlarge_recv_buffer(fd, bytes);
     }
+    let mut replies_only = !raw;
     #[cfg(target_os = "linux")]
     if raw && cfg.filter_echo_replies {
-        if let Err(e) = linux::only_echo_replies(fd, kind) {
-            tracing::debug!("cannot install the ICMP filter: {e}");
+        match linux::only_echo_replies(fd, kind) {
+            Ok(()) => replies_only = true,
+            Err(e) => tracing::debug!("cannot install the ICMP filter: {e}"),
         }
     }
     // SAFETY: the descriptor belongs to `client`'s socket, which `client` keeps open for the
@@ -177,6 +181,7 @@ fn open_family(kind: ICMP, cfg: &IcmpConfig) -> Result<Family, String> {
     Ok(Family {
         client,
         raw,
+        replies_only,
         recv_buffer,
     })
 }
@@ -346,10 +351,17 @@ impl Prober for IcmpProber {
         "icmp"
     }
 
-    /// Bounded by the granted receive buffer: about 2 KiB of buffer per probe in flight
-    /// (a reply's accounting size, twice on loopback without a filter), between 64 and 4096.
+    /// Bounded by the granted receive buffer, so that a reply to every probe in flight fits
+    /// in it: 1 KiB per probe when only echo replies reach the socket (a reply is charged about
+    /// 830 bytes), 2 KiB when a raw socket also sees other ICMP (on loopback, a copy of each
+    /// request); between 64 and 16384. With the default 8 MiB request (16 MiB granted) that is
+    /// 16384, so silent addresses, which hold a slot for the whole timeout, do not slow a
+    /// sweep of a mostly empty range more than needed.
     fn suggested_window(&self) -> usize {
-        self.recv_buffer_bytes()
-            .map_or(256, |bytes| (bytes / 2048).clamp(64, 4096))
+        let Ok(family) = &self.v4 else { return 256 };
+        let per_probe = if family.replies_only { 1024 } else { 2048 };
+        family
+            .recv_buffer
+            .map_or(256, |bytes| (bytes / per_probe).clamp(64, 16384))
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,15 @@ pub enum HostChange {
     Up(SocketAddr),
     /// A watched (up, not leased) host stopped answering; it is now in backoff.
     Down(SocketAddr),
+}
+
+impl HostChange {
+    /// The host the change is about.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            HostChange::Up(a) | HostChange::Down(a) => *a,
+        }
+    }
 }
 
 /// What the monitor currently thinks of a host it has seen.
@@ -111,13 +120,14 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Shared {
     hosts: HashMap<SocketAddr, Entry>,
-    rounds_completed: u64,
     generation: u64,
 }
 
 #[derive(Debug)]
 struct Inner {
     shared: Mutex<Shared>,
+    /// (rounds completed, monitor stopped), for [`MonitorHandle::wait_for_rounds`].
+    progress: watch::Sender<(u64, bool)>,
     notify: Notify,
     cfg: MonitorConfig,
 }
@@ -172,6 +182,7 @@ impl Monitor {
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared::default()),
+            progress: watch::Sender::new((0, false)),
             notify: Notify::new(),
             cfg,
         });
@@ -273,7 +284,19 @@ impl MonitorHandle {
 
     /// Number of rounds over never-seen addresses completed so far.
     pub fn rounds_completed(&self) -> u64 {
-        self.inner.lock().rounds_completed
+        self.inner.progress.borrow().0
+    }
+
+    /// Waits until at least `n` rounds over the pool have completed (`n = 1`: the initial
+    /// sweep is done, every host that answered then has been announced), or until the monitor
+    /// stops. Returns the number of rounds completed.
+    pub async fn wait_for_rounds(&self, n: u64) -> u64 {
+        let mut rx = self.inner.progress.subscribe();
+        // The sender lives in `inner`, which this handle keeps alive: the wait cannot fail.
+        let result = rx
+            .wait_for(|(rounds, stopped)| *rounds >= n || *stopped)
+            .await;
+        result.map_or(0, |progress| progress.0)
     }
 
     /// True once the monitor task has ended (cancelled, or the receiver was dropped).
@@ -411,7 +434,7 @@ async fn run(
                 }
                 Some(RoundMsg::Done) => {
                     round_running = false;
-                    inner.lock().rounds_completed += 1;
+                    inner.progress.send_modify(|(rounds, _)| *rounds += 1);
                     let delay = cfg
                         .round_backoff
                         .delay_with_jitter(rounds_started.saturating_sub(1), &mut rng);
@@ -473,6 +496,7 @@ async fn run(
     }
     round_cancel.cancel();
     checks.abort_all();
+    inner.progress.send_modify(|(_, stopped)| *stopped = true);
 }
 
 #[cfg(test)]
@@ -524,6 +548,7 @@ mod tests {
         let prober = Arc::new(ScriptedProber::with_up([a]));
         let cancel = CancellationToken::new();
         let (handle, mut rx) = Monitor::spawn(pool, prober.clone(), quick_cfg(), cancel.clone());
+        assert_eq!(handle.wait_for_rounds(1).await, 1);
         assert_eq!(rx.recv().await, Some(HostChange::Up(a)));
         assert_eq!(handle.state(a), Some(HostState::Leased));
         let probes = prober.probes_of(a);
@@ -560,7 +585,7 @@ mod tests {
             ..quick_cfg()
         };
         let (handle, mut rx) = Monitor::spawn(pool, prober.clone(), cfg, cancel.clone());
-        assert_eq!(rx.recv().await, Some(HostChange::Up(a)));
+        assert_eq!(rx.recv().await.map(|c| c.addr()), Some(a));
         assert_eq!(handle.state(a), Some(HostState::Watched));
         prober.set_down(a);
         assert_eq!(rx.recv().await, Some(HostChange::Down(a)));
@@ -621,5 +646,7 @@ mod tests {
         drop(rx);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(handle.is_finished());
+        // Waiting for more rounds than will ever come ends because the monitor stopped.
+        assert!(handle.wait_for_rounds(1000).await < 1000);
     }
 }

@@ -323,6 +323,10 @@ fn parse_item(item: &str, default_port: u16) -> Result<Span, PoolError> {
     if let Some(span) = parse_range(item, default_port) {
         return Ok(span);
     }
+    // [address] or [range] without a port
+    if let Some(inner) = item.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return parse_range(inner, default_port).ok_or_else(syntax);
+    }
     // range:port, [range]:port
     let (range, port) = if let Some(rest) = item.strip_prefix('[') {
         let (range, port) = rest.split_once("]:").ok_or_else(syntax)?;
