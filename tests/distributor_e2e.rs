@@ -394,3 +394,54 @@ async fn recovery_command_runs_and_a_faulty_target_is_quarantined() {
     assert_eq!(lines.len(), 3, "one recovery per failure: {text}");
     assert!(lines.iter().all(|l| *l == format!("{bad_host} {bad_host}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_refuses_sessions_is_backed_off_not_quarantined_or_recovered() {
+    use taskdist::discovery::{IcmpConfig, IcmpProber};
+    use taskdist::distributor::TargetState;
+    use taskdist::sim::{FaultConfig, FaultKind, FaultPlan};
+    // The host must answer the probe but refuse the session: ICMP on loopback does that.
+    if IcmpProber::open(IcmpConfig::default()).is_err() {
+        eprintln!("SKIP: ICMP sockets are not allowed here (run as root)");
+        return;
+    }
+    let cfg = SimConfig {
+        faults: FaultConfig {
+            plans: vec![FaultPlan {
+                host: 0,
+                kind: FaultKind::Refuse,
+                at_run: 0,
+                repeat: true,
+            }],
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = cluster(2, [127, 0, 16, 2], cfg).await;
+    let refusing = sim.addrs()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("recovered.txt");
+    let mut d = fast_failing_builder(&sim)
+        .probe(ProbeKind::Icmp)
+        .quarantine(1, Duration::from_secs(3600))
+        .recovery_cmd(format!("echo {{addr}} >> {}", log.display()))
+        .build()
+        .unwrap();
+    d.start(spec_with(300)).await.unwrap();
+    let s = d.wait().await.unwrap();
+    let m = d.metrics();
+    d.close().await.unwrap();
+    sim.shutdown().await;
+    assert_eq!(s.done, 300);
+    let stats = &m.targets.iter().find(|(a, _)| *a == refusing).unwrap().1;
+    assert_eq!((stats.completed, stats.failed), (0, 0), "{stats:?}");
+    assert_eq!(stats.state, TargetState::Backoff);
+    assert!(stats
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("refused")));
+    assert!(
+        !log.exists(),
+        "no recovery for a host that only refuses sessions"
+    );
+}

@@ -159,6 +159,13 @@ impl Metrics {
         }
     }
 
+    /// Records a session that could not be opened (not counted as a failed attempt).
+    pub(crate) fn connect_failed(&self, addr: SocketAddr, error: &str) {
+        if let Some(t) = self.targets().get_mut(&addr) {
+            t.last_error = Some(error.to_owned());
+        }
+    }
+
     /// Records a failure; returns the number of failures in a row.
     pub(crate) fn failed(&self, addr: SocketAddr, error: &str) -> u32 {
         let mut targets = self.targets();

@@ -167,12 +167,21 @@ async fn supervise(
         tokio::select! {
             _ = &mut lonely, if !warned => {
                 warned = true;
-                if active.is_empty() {
-                    tracing::warn!(
-                        addresses = pool_len,
-                        "no target has answered after {} s; still probing (check the addresses, the port and --probe)",
-                        NO_TARGET_WARNING.as_secs()
-                    );
+                let m = ctx.metrics.snapshot();
+                if m.done + m.bad == 0 && m.targets_up == 0 {
+                    let failing = m.targets.iter().find_map(|(a, t)| {
+                        t.last_error.as_ref().map(|e| (a, e))
+                    });
+                    match failing {
+                        Some((addr, error)) => tracing::warn!(
+                            "after {} s no session could be opened: hosts answer the probe, but e.g. {addr} fails with \"{error}\"; check --port, --dialect and that the dom0 server runs",
+                            NO_TARGET_WARNING.as_secs()
+                        ),
+                        None => tracing::warn!(
+                            "no host of the {pool_len} addresses has answered the probe after {} s; still probing (check the addresses and --probe)",
+                            NO_TARGET_WARNING.as_secs()
+                        ),
+                    }
                 }
             }
             _ = ctx.queue.wait_all_done() => break,
@@ -205,7 +214,7 @@ async fn supervise(
                     break;
                 };
                 active.remove(&addr);
-                if let WorkerExit::Failed { consecutive } = exit {
+                if let WorkerExit::Failed { consecutive, suspect } = exit {
                     let quarantine = consecutive >= ctx.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
                     ctx.metrics.set_state(addr, state);
@@ -213,7 +222,7 @@ async fn supervise(
                     let monitor = monitor.clone();
                     let cancel = ctx.cancel.clone();
                     side.spawn(async move {
-                        if let Some(cmd) = &ctx2.cfg.recovery_cmd {
+                        if let (Some(cmd), true) = (&ctx2.cfg.recovery_cmd, suspect) {
                             recover(cmd, addr, &cancel).await;
                             ctx2.sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
                         }
@@ -300,8 +309,11 @@ enum WorkerExit {
     AllDone,
     /// The run is stopping.
     Cancelled,
-    /// The session failed; the host goes back to the pool.
-    Failed { consecutive: u32 },
+    /// The session failed; the host goes back to the pool. `consecutive` counts failed
+    /// attempts in a row (quarantine); `suspect` is set when the target misbehaved during
+    /// work (timeout, lost connection, protocol violation, fault), which calls for the
+    /// recovery command. A session that could not be opened is neither: backoff alone.
+    Failed { consecutive: u32, suspect: bool },
 }
 
 async fn worker(
@@ -318,8 +330,14 @@ async fn worker(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%addr, error = %e, "cannot open a session");
-            let n = ctx.metrics.failed(addr, &e.to_string());
-            return (addr, WorkerExit::Failed { consecutive: n });
+            ctx.metrics.connect_failed(addr, &e.to_string());
+            return (
+                addr,
+                WorkerExit::Failed {
+                    consecutive: 0,
+                    suspect: false,
+                },
+            );
         }
     };
     let mut sent = ctx
@@ -479,7 +497,10 @@ async fn run_one(
                 ctx.send(Msg::Stopped(Arc::new(VariantStopped { id, reason })))
                     .await;
             }
-            Err(WorkerExit::Failed { consecutive })
+            Err(WorkerExit::Failed {
+                consecutive,
+                suspect: e.target_suspect(),
+            })
         }
     }
 }
