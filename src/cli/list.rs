@@ -83,7 +83,7 @@ const HANDLERS: &[(&str, &str)] = &[
 const DIALECTS: &[(&str, &str)] = &[
     (
         "v1",
-        "dom0-HW master (2017): OPTIMIZE admission control; events only logged by the target",
+        "dom0-HW master (2017): OPTIMIZE admission control; events not pushed, taskdist polls GET_PROFILE",
     ),
     (
         "v2",
