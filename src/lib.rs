@@ -9,6 +9,8 @@
 //! - [`sim`]: a simulated target speaking the same protocol.
 //! - [`distributor`]: the run: queue, workers, requeue, ledger, handler fan-out.
 
+#![warn(missing_docs)]
+
 pub mod discovery;
 pub mod distributor;
 pub mod sim;
