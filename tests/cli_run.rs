@@ -49,6 +49,16 @@ fn limit_and_shard_select_the_documented_variants() {
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["planned_variants"], 5);
     assert_eq!(run["spec_name"], "hey-priorities");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["done"], 5);
+    let per_target: u64 = metrics["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_target, 5);
 }
 
 #[test]

@@ -324,8 +324,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = cluster {
         c.shutdown().await;
     }
+    let snapshot = metrics.snapshot();
+    let metrics_file = out.join("metrics.json");
+    let json = serde_json::to_string_pretty(&snapshot).context("cannot encode the metrics")?;
+    std::fs::write(&metrics_file, json + "\n")
+        .with_context(|| format!("cannot write {}", metrics_file.display()))?;
     if verbose {
-        let snapshot = metrics.snapshot();
         if !snapshot.targets.is_empty() {
             if kinds.contains(&HandlerKind::Console) {
                 eprint!("targets:\n{}", snapshot.targets_report());

@@ -37,8 +37,8 @@ pub struct TargetStats {
     pub failed: u64,
     /// Failures in a row (reset by a completed task-set).
     pub consecutive_failures: u32,
-    /// Time spent running completed task-sets.
-    #[serde(with = "secs")]
+    /// Time spent running completed task-sets (in JSON: `busy_s`, seconds).
+    #[serde(with = "secs", rename = "busy_s")]
     pub busy: Duration,
     /// The last failure.
     pub last_error: Option<String>,
@@ -49,6 +49,22 @@ impl TargetStats {
     pub fn mean_taskset_time(&self) -> Option<Duration> {
         (self.completed > 0).then(|| self.busy / self.completed as u32)
     }
+}
+
+fn targets_as_objects<S: serde::Serializer>(
+    targets: &[(SocketAddr, TargetStats)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        target: SocketAddr,
+        #[serde(flatten)]
+        stats: &'a TargetStats,
+    }
+    s.collect_seq(targets.iter().map(|(target, stats)| Row {
+        target: *target,
+        stats,
+    }))
 }
 
 mod secs {
@@ -122,7 +138,8 @@ pub struct MetricsSnapshot {
     pub targets_busy: usize,
     /// Targets in backoff or quarantine.
     pub targets_backoff: usize,
-    /// Per-target statistics.
+    /// Per-target statistics (in JSON: objects with a `target` key).
+    #[serde(serialize_with = "targets_as_objects")]
     pub targets: Vec<(SocketAddr, TargetStats)>,
 }
 
