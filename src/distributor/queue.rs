@@ -43,8 +43,6 @@ pub struct Job {
     pub attempt: u32,
     /// Failed attempts so far (user stops do not count).
     pub failures: u32,
-    /// Last failure, if any.
-    pub last_error: Option<String>,
     /// Wall-clock start of the first attempt.
     pub first_started: Option<SystemTime>,
     /// When the job entered the retry queue (for queue-wait metrics).
@@ -119,7 +117,6 @@ impl WorkQueue {
                 index,
                 attempt: 1,
                 failures: 0,
-                last_error: None,
                 first_started: None,
                 queued_at: None,
             }));
@@ -197,11 +194,6 @@ impl WorkQueue {
             }
             notified.await;
         }
-    }
-
-    /// Jobs waiting for a retry.
-    pub fn retry_len(&self) -> usize {
-        self.lock().retry.len()
     }
 
     /// Jobs handed out and not yet completed or requeued.

@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::{FanoutSender, Msg};
 use super::{
-    run_fingerprint, Config, DistributorError, Job, Ledger, Metrics, RangeSet, Take, TargetState,
-    WorkQueue, Workload,
+    run_fingerprint, Config, DistributorError, Job, Ledger, Metrics, MetricsSnapshot, RangeSet,
+    Take, TargetState, WorkQueue, Workload,
 };
-use crate::discovery::{HostChange, HostPool, Monitor};
+use crate::discovery::{HostChange, HostPool, Monitor, MonitorHandle};
 use crate::target::{Session, TargetError};
 
 /// After this long without any target, say so once.
@@ -159,6 +159,7 @@ async fn supervise(
     let mut workers: JoinSet<(SocketAddr, WorkerExit)> = JoinSet::new();
     let mut active: HashSet<SocketAddr> = HashSet::new();
     let mut side: JoinSet<()> = JoinSet::new();
+    let mut monitor_open = true;
 
     let lonely = tokio::time::sleep(NO_TARGET_WARNING);
     tokio::pin!(lonely);
@@ -167,46 +168,20 @@ async fn supervise(
         tokio::select! {
             _ = &mut lonely, if !warned => {
                 warned = true;
-                let m = ctx.metrics.snapshot();
-                if m.done + m.bad == 0 && m.targets_up == 0 {
-                    let failing = m.targets.iter().find_map(|(a, t)| {
-                        t.last_error.as_ref().map(|e| (a, e))
-                    });
-                    match failing {
-                        Some((addr, error)) => tracing::warn!(
-                            "after {} s no session could be opened: hosts answer the probe, but e.g. {addr} fails with \"{error}\"; check --port, --dialect and that the dom0 server runs",
-                            NO_TARGET_WARNING.as_secs()
-                        ),
-                        None => tracing::warn!(
-                            "no host of the {pool_len} addresses has answered the probe after {} s; still probing (check the addresses and --probe)",
-                            NO_TARGET_WARNING.as_secs()
-                        ),
-                    }
-                }
+                warn_if_no_target(&ctx.metrics.snapshot(), pool_len);
             }
             _ = ctx.queue.wait_all_done() => break,
             _ = ctx.cancel.cancelled() => break,
-            change = changes.recv() => match change {
+            change = changes.recv(), if monitor_open => match change {
                 Some(HostChange::Up(addr)) => {
                     if active.insert(addr) {
                         tracing::debug!(%addr, "target up");
                         workers.spawn(worker(addr, ctx.clone(), workers_cancel.clone()));
                     }
                 }
-                Some(HostChange::Down(addr)) => {
-                    tracing::debug!(%addr, "host down");
-                }
-                None => {
-                    // The monitor ended (cancelled); wait for the workers.
-                    if workers.is_empty() {
-                        ctx.cancel.cancelled().await;
-                        break;
-                    }
-                    if let Some(Ok((addr, exit))) = workers.join_next().await {
-                        active.remove(&addr);
-                        tracing::debug!(%addr, ?exit, "worker ended");
-                    }
-                }
+                Some(HostChange::Down(addr)) => tracing::debug!(%addr, "host down"),
+                // The monitor ended (it is cancelled only at shutdown): no new targets.
+                None => monitor_open = false,
             },
             Some(joined) = workers.join_next(), if !workers.is_empty() => {
                 let Ok((addr, exit)) = joined else {
@@ -218,23 +193,7 @@ async fn supervise(
                     let quarantine = consecutive >= ctx.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
                     ctx.metrics.set_state(addr, state);
-                    let ctx2 = ctx.clone();
-                    let monitor = monitor.clone();
-                    let cancel = ctx.cancel.clone();
-                    side.spawn(async move {
-                        if let (Some(cmd), true) = (&ctx2.cfg.recovery_cmd, suspect) {
-                            recover(cmd, addr, &cancel).await;
-                            ctx2.sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
-                        }
-                        if quarantine {
-                            tracing::warn!(%addr, hold_s = ctx2.cfg.quarantine_for.as_secs(), "target quarantined after repeated faults");
-                            tokio::select! {
-                                _ = tokio::time::sleep(ctx2.cfg.quarantine_for) => {}
-                                _ = cancel.cancelled() => return,
-                            }
-                        }
-                        monitor.report_failed(addr);
-                    });
+                    side.spawn(return_to_pool(ctx.clone(), monitor.clone(), addr, suspect, quarantine));
                 }
             }
         }
@@ -266,6 +225,51 @@ async fn supervise(
         interrupted: !ctx.queue.all_done(),
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Say once why no target works yet: no host answers the probe, or hosts answer but no
+/// session can be opened.
+fn warn_if_no_target(m: &MetricsSnapshot, pool_len: u128) {
+    if m.done + m.bad > 0 || m.targets_up > 0 {
+        return;
+    }
+    let secs = NO_TARGET_WARNING.as_secs();
+    match m
+        .targets
+        .iter()
+        .find_map(|(a, t)| t.last_error.as_ref().map(|e| (a, e)))
+    {
+        Some((addr, error)) => tracing::warn!(
+            "after {secs} s no session could be opened: hosts answer the probe, but e.g. {addr} \
+             fails with \"{error}\"; check --port, --dialect and that the dom0 server runs"
+        ),
+        None => tracing::warn!(
+            "no host of the {pool_len} addresses has answered the probe after {secs} s; still \
+             probing (check the addresses and --probe)"
+        ),
+    }
+}
+
+/// A failed target goes back to the discovery pool: after the recovery command if it
+/// misbehaved during work, and after the quarantine hold if it failed too often in a row.
+async fn return_to_pool(
+    ctx: Arc<RunCtx>,
+    monitor: MonitorHandle,
+    addr: SocketAddr,
+    suspect: bool,
+    quarantine: bool,
+) {
+    if let (Some(cmd), true) = (&ctx.cfg.recovery_cmd, suspect) {
+        recover(cmd, addr, &ctx.cancel).await;
+    }
+    if quarantine {
+        tracing::warn!(%addr, hold_s = ctx.cfg.quarantine_for.as_secs(), "target quarantined after repeated faults");
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.cfg.quarantine_for) => {}
+            _ = ctx.cancel.cancelled() => return,
+        }
+    }
+    monitor.report_failed(addr);
 }
 
 /// Periodically: flush every handler, then append the flushed outcomes to the ledger.
@@ -364,10 +368,9 @@ async fn worker(
             Err(exit) => break exit,
         }
     };
-    if matches!(exit, WorkerExit::Failed { .. }) {
-        // The target may have rebooted: send binaries again next time.
-        sent.clear();
-    } else {
+    // After a failure the target may have rebooted (or is being recovered): its binaries
+    // count as unsent, so the set is not kept.
+    if !matches!(exit, WorkerExit::Failed { .. }) {
         ctx.sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -488,7 +491,6 @@ async fn run_one(
             tracing::warn!(%addr, variant = job.index, attempt = job.attempt, error = %reason, "attempt failed");
             let consecutive = ctx.metrics.failed(addr, &reason);
             job.failures += 1;
-            job.last_error = Some(reason.clone());
             if job.failures >= ctx.cfg.attempts {
                 bad(ctx, id, taskset, reason, first_started).await;
             } else {
