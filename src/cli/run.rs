@@ -275,8 +275,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(cmd) = &args.recovery_cmd {
         builder = builder.recovery_cmd(cmd.clone());
     }
-    let mut kinds = args.handlers.clone();
-    kinds.dedup();
+    // Each handler once, in the order given (a repeated --handler is not a second writer).
+    let mut kinds: Vec<HandlerKind> = Vec::new();
+    for k in &args.handlers {
+        if !kinds.contains(k) {
+            kinds.push(*k);
+        }
+    }
     for kind in &kinds {
         let h: Box<dyn EventHandler> = match (kind, resume) {
             (HandlerKind::Csv, false) => Box::new(CsvHandler::create(&out)?),

@@ -407,7 +407,7 @@ async fn run_one(
             bad(
                 ctx,
                 id,
-                Arc::new(taskdist_tasksets::TaskSet { tasks: vec![] }),
+                Arc::new(taskdist_tasksets::TaskSet::default()),
                 reason,
                 first_started,
             )
