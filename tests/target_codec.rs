@@ -196,9 +196,8 @@ async fn pushes_before_echo_and_go_send_are_events() {
         frame::encode_u32(&mut f, doc.len() as u32);
         f.extend_from_slice(&doc);
         s.write_all(&f).await.unwrap();
-        let mut end = word(Command::Stop);
-        end.extend(word(Command::Clear));
-        expect_bytes(&mut s, &end, "STOP + CLEAR").await;
+        // one CLEAR per task-set: the end writes CLEAR, the next task-set only fences it
+        expect_bytes(&mut s, &word(Command::Clear), "CLEAR after the last JOBS_DONE").await;
     });
     let mut sess = Session::connect(addr, SessionConfig::for_dialect(Dialect::V3))
         .await
@@ -216,18 +215,15 @@ async fn pushes_before_echo_and_go_send_are_events() {
         .await
         .unwrap();
     server.await.unwrap();
-    assert_eq!(run.drained.len(), 1);
-    assert_eq!(run.drained[0].event.kind, EventKind::ExitExternal);
-    let kinds: Vec<_> = run.events.iter().map(|e| e.event.kind.clone()).collect();
+    // Both pushes came before START: leftovers, never charged to the task-set.
+    let stale: Vec<_> = run.drained.iter().map(|e| e.event.kind.clone()).collect();
     assert_eq!(
-        kinds,
-        [
-            EventKind::Other("WEIRD".into()),
-            EventKind::Start,
-            EventKind::Exit,
-            EventKind::JobsDone
-        ]
+        stale,
+        [EventKind::ExitExternal, EventKind::Other("WEIRD".into())]
     );
+    let kinds: Vec<_> = run.events.iter().map(|e| e.event.kind.clone()).collect();
+    assert_eq!(kinds, [EventKind::Start, EventKind::Exit, EventKind::JobsDone]);
+    assert_eq!(sess.stale_events(), 2);
     assert!(sent.contains("hey"));
 }
 
@@ -249,7 +245,11 @@ async fn v1_byte_sequence_and_job_count_check() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut clear = word(Command::Clear);
         clear.extend(word(Command::GetProfile));
-        expect_bytes(&mut s, &clear, "CLEAR + GET_PROFILE").await;
+        clear.extend(word(Command::GetLive));
+        expect_bytes(&mut s, &clear, "CLEAR + GET_PROFILE + GET_LIVE").await;
+        // the live document is the fence: no drain window is waited
+        let live = b"<live><task-descriptions><task id=\"0\" session=\"init -> dom0\" thread=\"dom0\"/></task-descriptions></live>";
+        s.write_all(&frame::encode_frame_vec(live)).await.unwrap();
         let mut load = Vec::new();
         frame::encode_optimize(&mut load, ac.to_xml().as_bytes()).unwrap();
         frame::encode_send_descs(&mut load, xml.as_bytes()).unwrap();

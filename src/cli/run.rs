@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskdist::discovery::HostPool;
 use taskdist::distributor::{
+    DistributorError,
     run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload,
     DEFAULT_PORT, LEDGER_FILE,
 };
@@ -108,6 +109,41 @@ pub struct RunArgs {
     /// time the task-set itself needs.
     #[arg(long, default_value_t = 40, value_name = "SECONDS")]
     pub silence: u64,
+
+    /// End the run (exit code 4, with the resume command) after this long without a usable
+    /// target, i.e. none with an open session whose last attempt succeeded: e.g. `90s`, `30m`,
+    /// `2h`; `0` waits forever.
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
+    pub give_up_after: Duration,
+
+    /// v1/v2 targets that do not answer GET_LIVE only: milliseconds to collect leftover
+    /// events after CLEAR. Targets that answer GET_LIVE (and every v3 target) need no wait.
+    #[arg(long, default_value_t = 1500, value_name = "MS")]
+    pub drain_window_ms: u64,
+}
+
+/// A duration such as `90s`, `30m`, `2h`, `500ms`, or a whole number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a whole number with s, m, h or ms, such as 30m"))?;
+    let unit_ms: u64 = match unit.trim() {
+        "" | "s" => 1000,
+        "ms" => 1,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {other:?}; expected s, m, h or ms"
+            ))
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// Result handlers selectable on the command line.
@@ -237,6 +273,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut port = args.port;
     let mut session = SessionConfig::for_dialect(args.dialect);
     session.silence_margin = Duration::from_secs(args.silence);
+    session.drain_window = Duration::from_millis(args.drain_window_ms);
     if let Some(n) = args.simulate {
         let cfg = SimConfig {
             dialect: args.dialect,
@@ -248,11 +285,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .context("cannot start the simulated targets")?;
         hosts = c.addrs().iter().map(|a| a.to_string()).collect();
         port = c.addrs().first().map_or(port, |a| a.port());
-        if args.sim_speed == Speed::AsFastAsPossible {
-            // v1/v2 have no fence after CLEAR; a simulated target in fast mode answers at
-            // once, so a short drain window is enough (real targets need the default).
-            session.drain_window = Duration::from_millis(20);
-        }
         cluster = Some(c);
     }
 
@@ -264,6 +296,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .session(session)
         .binaries(binaries)
         .attempts(args.attempts)
+        .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
         .selection(selection)
         .ledger(&out, resume)
         .command(std::env::args().collect());
@@ -324,7 +357,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     progress_stop.cancel();
     let _ = progress.await;
     signals.abort();
-    let summary = waited?;
+    let gave_up = match waited {
+        Err(DistributorError::GaveUp { waited }) => Some(waited),
+        other => {
+            other?;
+            None
+        }
+    };
     let totals = d.close().await?;
     if let Some(c) = cluster {
         c.shutdown().await;
@@ -344,7 +383,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("results in {}", out.display());
     }
-    if summary.interrupted {
+    if let Some(waited) = gave_up {
+        eprintln!(
+            "gave up: no usable target for {} s (--give-up-after); continue the run with `{}`",
+            waited.as_secs(),
+            resume_command(&out)
+        );
+        return Ok(ExitCode::from(4));
+    }
+    if totals.interrupted {
         eprintln!(
             "run interrupted: continue it with `{}`",
             resume_command(&out)

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub(crate) requeued: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) live_skipped: AtomicU64,
+    pub(crate) stale_events: AtomicU64,
     queue_wait_ns: AtomicU64,
     queue_waits: AtomicU64,
     targets: Mutex<BTreeMap<SocketAddr, TargetStats>>,
@@ -103,6 +104,7 @@ impl Default for Metrics {
             requeued: AtomicU64::new(0),
             events: AtomicU64::new(0),
             live_skipped: AtomicU64::new(0),
+            stale_events: AtomicU64::new(0),
             queue_wait_ns: AtomicU64::new(0),
             queue_waits: AtomicU64::new(0),
             targets: Mutex::new(BTreeMap::new()),
@@ -126,6 +128,9 @@ pub struct MetricsSnapshot {
     pub requeued: u64,
     /// Events in finished attempts.
     pub events: u64,
+    /// Stale events: leftovers of earlier task-sets that arrived before a task-set began
+    /// (never charged to it).
+    pub stale_events: u64,
     /// Seconds since the run started.
     pub elapsed_s: f64,
     /// Outcomes (done + bad) per second.
@@ -195,6 +200,14 @@ impl Metrics {
         t.consecutive_failures
     }
 
+    /// Whether some target has an open session and did not fail its last attempt.
+    pub(crate) fn has_healthy_target(&self) -> bool {
+        self.targets().values().any(|t| {
+            matches!(t.state, TargetState::Idle | TargetState::Running)
+                && t.consecutive_failures == 0
+        })
+    }
+
     pub(crate) fn queue_wait(&self, waited: Duration) {
         self.queue_wait_ns
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
@@ -226,6 +239,7 @@ impl Metrics {
             bad,
             requeued: self.requeued.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
+            stale_events: self.stale_events.load(Ordering::Relaxed),
             elapsed_s: elapsed,
             rate_per_s: if elapsed > 0.0 {
                 (done + bad) as f64 / elapsed

@@ -22,7 +22,13 @@
 //! - One worker task per live target, pulling the next variant from a shared [`WorkQueue`],
 //!   so an idle target always takes queued work.
 //! - A variant whose attempt times out, loses its connection or hits a target fault goes back
-//!   to the queue (requeued attempts go first); after `attempts` failures it is recorded `bad`.
+//!   to the queue (requeued attempts go first). It is recorded `bad` only when the evidence
+//!   points at the variant: it cannot be built or sent at all, or it failed `attempts` times
+//!   on at least two different targets (or `3 × attempts` times on one, for a pool of one).
+//!   Target faults alone move it to another target.
+//! - A run in which no target is healthy (an open session whose last attempt did not fail)
+//!   for `give_up_after` ends with [`DistributorError::GaveUp`]; the ledger keeps what was
+//!   done, so it can be resumed.
 //!   The target goes back to the discovery pool (backoff), or into quarantine after
 //!   `quarantine_after` failures in a row; an optional recovery command runs first.
 //! - Results reach the handlers once per variant ([`EventHandler::taskset_finished`] or
@@ -103,6 +109,13 @@ pub enum DistributorError {
     /// A worker or the supervisor died unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No target was healthy for `waited` (see [`Config::give_up_after`]); the run stopped
+    /// and can be resumed.
+    #[error("no usable target for {} s; giving up (wait longer with --give-up-after)", waited.as_secs())]
+    GaveUp {
+        /// How long no target was usable.
+        waited: Duration,
+    },
 }
 
 /// Where the resume ledger lives and whether to continue an earlier run.
@@ -127,8 +140,12 @@ pub struct Config {
     pub session: SessionConfig,
     /// Binaries to send to targets.
     pub binaries: Binaries,
-    /// Failed attempts after which a variant is `bad`.
+    /// Failed attempts after which a variant is `bad`, if they happened on at least two
+    /// targets (`3 × attempts` on a single target).
     pub attempts: u32,
+    /// End the run with [`DistributorError::GaveUp`] after this long without a healthy target
+    /// (None: wait forever).
+    pub give_up_after: Option<Duration>,
     /// Failures in a row after which a target is quarantined.
     pub quarantine_after: u32,
     /// How long a quarantined target is held out before it is re-checked.
@@ -157,6 +174,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             binaries: Binaries::synthetic(),
             attempts: 3,
+            give_up_after: Some(Duration::from_secs(30 * 60)),
             quarantine_after: 5,
             quarantine_for: Duration::from_secs(600),
             recovery_cmd: None,
@@ -226,6 +244,11 @@ impl DistributorBuilder {
     /// Failed attempts after which a variant is recorded `bad` (default 3).
     pub fn attempts(mut self, n: u32) -> Self {
         self.cfg.attempts = n;
+        self
+    }
+    /// Give up after `d` without a healthy target (default 30 min; `None` waits forever).
+    pub fn give_up_after(mut self, d: Option<Duration>) -> Self {
+        self.cfg.give_up_after = d;
         self
     }
     /// Quarantine a target after `after` failures in a row, for `hold` (default 5, 10 min).

@@ -43,6 +43,8 @@ pub struct Job {
     pub attempt: u32,
     /// Failed attempts so far (user stops do not count).
     pub failures: u32,
+    /// The distinct targets on which an attempt failed.
+    pub failed_on: Vec<std::net::SocketAddr>,
     /// Wall-clock start of the first attempt.
     pub first_started: Option<SystemTime>,
     /// When the job entered the retry queue (for queue-wait metrics).
@@ -117,6 +119,7 @@ impl WorkQueue {
                 index,
                 attempt: 1,
                 failures: 0,
+                failed_on: Vec::new(),
                 first_started: None,
                 queued_at: None,
             }));

@@ -25,6 +25,9 @@ use crate::target::{Session, TargetError};
 /// After this long without any target, say so once.
 const NO_TARGET_WARNING: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How often the supervisor checks whether some target is healthy (give-up rule).
+const HEALTH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Shared state of one run.
 struct RunCtx {
     cfg: Arc<Config>,
@@ -164,11 +167,28 @@ async fn supervise(
     let lonely = tokio::time::sleep(NO_TARGET_WARNING);
     tokio::pin!(lonely);
     let mut warned = false;
+    let mut health = tokio::time::interval(HEALTH_CHECK);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unhealthy_since = Some(tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = &mut lonely, if !warned => {
                 warned = true;
                 warn_if_no_target(&ctx.metrics.snapshot(), pool_len);
+            }
+            _ = health.tick(), if ctx.cfg.give_up_after.is_some() => {
+                let now = tokio::time::Instant::now();
+                if ctx.metrics.has_healthy_target() {
+                    unhealthy_since = None;
+                } else {
+                    let since = *unhealthy_since.get_or_insert(now);
+                    if let Some(limit) = ctx.cfg.give_up_after {
+                        if now.duration_since(since) >= limit {
+                            ctx.fail(DistributorError::GaveUp { waited: limit });
+                            break;
+                        }
+                    }
+                }
             }
             _ = ctx.queue.wait_all_done() => break,
             _ = ctx.cancel.cancelled() => break,
@@ -189,7 +209,7 @@ async fn supervise(
                     break;
                 };
                 active.remove(&addr);
-                if let WorkerExit::Failed { consecutive, suspect } = exit {
+                if let WorkerExit::Failed { consecutive, suspect, .. } = exit {
                     let quarantine = consecutive >= ctx.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
                     ctx.metrics.set_state(addr, state);
@@ -260,6 +280,11 @@ async fn return_to_pool(
     quarantine: bool,
 ) {
     if let (Some(cmd), true) = (&ctx.cfg.recovery_cmd, suspect) {
+        // A recovered target may have rebooted: its binaries count as unsent.
+        ctx.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
         recover(cmd, addr, &ctx.cancel).await;
     }
     if quarantine {
@@ -317,7 +342,12 @@ enum WorkerExit {
     /// attempts in a row (quarantine); `suspect` is set when the target misbehaved during
     /// work (timeout, lost connection, protocol violation, fault), which calls for the
     /// recovery command. A session that could not be opened is neither: backoff alone.
-    Failed { consecutive: u32, suspect: bool },
+    /// `rebooted` is set when the target may have rebooted (its binaries count as unsent).
+    Failed {
+        consecutive: u32,
+        suspect: bool,
+        rebooted: bool,
+    },
 }
 
 async fn worker(
@@ -340,6 +370,7 @@ async fn worker(
                 WorkerExit::Failed {
                     consecutive: 0,
                     suspect: false,
+                    rebooted: false,
                 },
             );
         }
@@ -368,9 +399,9 @@ async fn worker(
             Err(exit) => break exit,
         }
     };
-    // After a failure the target may have rebooted (or is being recovered): its binaries
-    // count as unsent, so the set is not kept.
-    if !matches!(exit, WorkerExit::Failed { .. }) {
+    // A target that may have rebooted has lost its binaries; after a fault on a live
+    // connection they stay loaded (the recovery command, if it runs, forgets them).
+    if !matches!(exit, WorkerExit::Failed { rebooted: true, .. }) {
         ctx.sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -451,6 +482,11 @@ async fn run_one(
     match result {
         Ok(run) => {
             let n = run.events.len() as u64;
+            if !run.drained.is_empty() {
+                ctx.metrics
+                    .stale_events
+                    .fetch_add(run.drained.len() as u64, Ordering::Relaxed);
+            }
             ctx.metrics.completed(addr, t0.elapsed());
             let finished = VariantFinished {
                 id,
@@ -491,7 +527,15 @@ async fn run_one(
             tracing::warn!(%addr, variant = job.index, attempt = job.attempt, error = %reason, "attempt failed");
             let consecutive = ctx.metrics.failed(addr, &reason);
             job.failures += 1;
-            if job.failures >= ctx.cfg.attempts {
+            if !job.failed_on.contains(&addr) {
+                job.failed_on.push(addr);
+            }
+            if points_at_variant(job, ctx.cfg.attempts) {
+                let reason = format!(
+                    "{reason} (failed {} times on {} targets)",
+                    job.failures,
+                    job.failed_on.len()
+                );
                 bad(ctx, id, taskset, reason, first_started).await;
             } else {
                 ctx.queue.requeue(job.clone());
@@ -502,9 +546,18 @@ async fn run_one(
             Err(WorkerExit::Failed {
                 consecutive,
                 suspect: e.target_suspect(),
+                rebooted: e.may_have_rebooted(),
             })
         }
     }
+}
+
+/// Whether a variant's failures point at the variant rather than at the targets that ran
+/// it: `attempts` failures on at least two different targets, or `3 × attempts` failures in
+/// all (a pool with a single target can never show the first).
+fn points_at_variant(job: &Job, attempts: u32) -> bool {
+    job.failures >= attempts
+        && (job.failed_on.len() >= 2 || job.failures >= attempts.saturating_mul(3))
 }
 
 async fn bad(
@@ -526,6 +579,38 @@ async fn bad(
     if sent {
         ctx.metrics.bad.fetch_add(1, Ordering::Relaxed);
         ctx.outcome(id.variant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(failed_on: &[u8], failures: u32) -> Job {
+        Job {
+            index: 0,
+            attempt: failures,
+            failures,
+            failed_on: failed_on
+                .iter()
+                .map(|&i| SocketAddr::from(([127, 0, 0, i], 3001)))
+                .collect(),
+            first_started: None,
+            queued_at: None,
+        }
+    }
+
+    #[test]
+    fn bad_needs_evidence_against_the_variant() {
+        // three failures on one target: the target's fault, not the variant's
+        assert!(!points_at_variant(&job(&[2], 3), 3));
+        // on two targets: the variant
+        assert!(points_at_variant(&job(&[2, 3], 3), 3));
+        assert!(!points_at_variant(&job(&[2, 3], 2), 3));
+        // a pool of one still ends: 3 × attempts
+        assert!(points_at_variant(&job(&[2], 9), 3));
+        assert!(!points_at_variant(&job(&[2], 1), 1));
+        assert!(points_at_variant(&job(&[2], 3), 1));
     }
 }
 

@@ -28,11 +28,23 @@ pub enum FaultKind {
     Reboot,
     /// Refuse connections: the host has no listener (plans only; rates use `refuse`).
     Refuse,
+    /// At START: push START events of task 0 without end, as fast as the client reads,
+    /// and ignore every command for the rest of the connection.
+    Flood,
+    /// At START: task 0 runs away: after its `numberofjobs` jobs it keeps starting and
+    /// exiting jobs, one per period, and never sends JOBS_DONE.
+    Runaway,
+    /// At START: events for task ids that are not in the task-set (99 and 4294967295) are
+    /// mixed into the run.
+    Ghost,
+    /// At SEND_DESCS of that run: push a leftover EXIT_EXTERNAL of task 0 (as a task killed by
+    /// the previous CLEAR leaves behind), before any GO_SEND.
+    StalePush,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Freeze,
         FaultKind::Drop,
         FaultKind::Garbage,
@@ -41,6 +53,10 @@ impl FaultKind {
         FaultKind::ExitError,
         FaultKind::Reboot,
         FaultKind::Refuse,
+        FaultKind::Flood,
+        FaultKind::Runaway,
+        FaultKind::Ghost,
+        FaultKind::StalePush,
     ];
 
     /// The lowercase name used on the command line.
@@ -54,6 +70,10 @@ impl FaultKind {
             FaultKind::ExitError => "exit-error",
             FaultKind::Reboot => "reboot",
             FaultKind::Refuse => "refuse",
+            FaultKind::Flood => "flood",
+            FaultKind::Runaway => "runaway",
+            FaultKind::Ghost => "ghost",
+            FaultKind::StalePush => "stale-push",
         }
     }
 }
@@ -83,7 +103,7 @@ impl FromStr for FaultKind {
             .find(|k| k.as_str() == norm)
             .ok_or_else(|| FaultParseError {
                 input: s.to_owned(),
-                reason: "expected one of freeze, drop, garbage, oversized, slow, exit-error, reboot, refuse".into(),
+                reason: "expected one of freeze, drop, garbage, oversized, slow, exit-error, reboot, refuse, flood, runaway, ghost, stale-push".into(),
             })
     }
 }
@@ -159,6 +179,14 @@ pub struct FaultRates {
     pub reboot: f64,
     /// [`FaultKind::Refuse`], per host.
     pub refuse: f64,
+    /// [`FaultKind::Flood`]
+    pub flood: f64,
+    /// [`FaultKind::Runaway`]
+    pub runaway: f64,
+    /// [`FaultKind::Ghost`]
+    pub ghost: f64,
+    /// [`FaultKind::StalePush`], drawn at each SEND_DESCS.
+    pub stale_push: f64,
 }
 
 impl FaultRates {
@@ -173,6 +201,10 @@ impl FaultRates {
             FaultKind::ExitError => self.exit_error,
             FaultKind::Reboot => self.reboot,
             FaultKind::Refuse => self.refuse,
+            FaultKind::Flood => self.flood,
+            FaultKind::Runaway => self.runaway,
+            FaultKind::Ghost => self.ghost,
+            FaultKind::StalePush => self.stale_push,
         }
     }
 
@@ -192,6 +224,10 @@ impl FaultRates {
             FaultKind::ExitError => self.exit_error = p,
             FaultKind::Reboot => self.reboot = p,
             FaultKind::Refuse => self.refuse = p,
+            FaultKind::Flood => self.flood = p,
+            FaultKind::Runaway => self.runaway = p,
+            FaultKind::Ghost => self.ghost = p,
+            FaultKind::StalePush => self.stale_push = p,
         }
     }
 }
@@ -248,12 +284,20 @@ impl FaultConfig {
         })
     }
 
-    /// The faults of run `run` on `host` (plans plus random draws, in [`FaultKind::ALL`]
-    /// order, without Refuse).
+    /// Whether a leftover push comes at the SEND_DESCS of run `run` on `host` (a plan, or
+    /// the `stale_push` rate drawn with `rng`).
+    pub(crate) fn stale_push(&self, host: usize, run: u64, rng: &mut StdRng) -> bool {
+        let p = self.rates.stale_push;
+        let drawn = p > 0.0 && rng.gen_bool(p);
+        drawn || self.planned(host, run, FaultKind::StalePush)
+    }
+
+    /// The faults of run `run` on `host` at START (plans plus random draws, in
+    /// [`FaultKind::ALL`] order, without Refuse and StalePush).
     pub(crate) fn draw(&self, host: usize, run: u64, rng: &mut StdRng) -> Vec<FaultKind> {
         FaultKind::ALL
             .into_iter()
-            .filter(|&k| k != FaultKind::Refuse)
+            .filter(|&k| k != FaultKind::Refuse && k != FaultKind::StalePush)
             .filter(|&k| {
                 let p = self.rates.get(k);
                 let drawn = p > 0.0 && rng.gen_bool(p);

@@ -240,6 +240,14 @@ impl SimCluster {
         if count == 0 {
             return Err(SimError::Invalid("at least one host is needed".into()));
         }
+        if let Some(p) = cfg.faults.plans.iter().find(|p| p.host >= count) {
+            return Err(SimError::Invalid(format!(
+                "fault {:?} names host {}, but the cluster has hosts 0 to {}",
+                p.kind,
+                p.host,
+                count - 1
+            )));
+        }
         if host_addr(first, count - 1).is_none() {
             return Err(SimError::Invalid(format!(
                 "{count} addresses from {first} overflow the IPv4 range"

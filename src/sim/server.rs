@@ -123,6 +123,8 @@ struct Conn {
     close: bool,
     binaries_left: u32,
     drop_after: Option<usize>,
+    /// The flood fault: push START events without end, ignore input.
+    flood: bool,
 }
 
 impl Host {
@@ -154,6 +156,9 @@ impl Host {
 
     /// Accept and serve one client at a time until cancelled.
     pub(crate) async fn run(mut self, listener: TcpListener, cancel: CancellationToken) {
+        // Accept failures (e.g. out of file descriptors) back off exponentially up to
+        // ACCEPT_BACKOFF_MAX and are logged once per streak, so they cannot flood the log.
+        let mut backoff = Duration::ZERO;
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -161,16 +166,25 @@ impl Host {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if !backoff.is_zero() {
+                        tracing::info!(host = self.index, "accepting connections again");
+                        backoff = Duration::ZERO;
+                    }
                     tracing::debug!(host = self.index, %peer, "client connected");
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     self.serve(stream, &cancel).await;
                     tracing::debug!(host = self.index, %peer, "client gone");
                 }
                 Err(e) => {
-                    tracing::warn!(host = self.index, error = %e, "accept failed");
+                    if backoff.is_zero() {
+                        tracing::warn!(host = self.index, error = %e, "accept failed; backing off");
+                    } else {
+                        tracing::debug!(host = self.index, error = %e, "accept failed");
+                    }
+                    backoff = next_accept_backoff(backoff);
                     tokio::select! {
                         _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = tokio::time::sleep(backoff) => {}
                     }
                 }
             }
@@ -191,12 +205,24 @@ impl Host {
             close: false,
             binaries_left: 0,
             drop_after: None,
+            flood: false,
         };
         if self.cfg.faults.slow_at_connect(self.index, self.runs) {
             c.delay = self.cfg.faults.slow_delay;
         }
         loop {
-            if !c.frozen {
+            if c.flood {
+                c.rbuf.clear();
+                let now_ms = self.clock.now_us() / 1000;
+                let flood: Vec<LogEvent> = (0..256)
+                    .map(|_| LogEvent {
+                        time_us: now_ms * 1000,
+                        task_id: 0,
+                        kind: EventKind::Start,
+                    })
+                    .collect();
+                write_profile_frame(&mut c.out, &flood, false);
+            } else if !c.frozen {
                 if let Err(reason) = self.handle_input(&mut c) {
                     tracing::warn!(host = self.index, %reason, "closing connection");
                     return;
@@ -218,6 +244,10 @@ impl Host {
                     wake = Some(wake.map_or(i, |w: Instant| w.min(i)));
                 }
             };
+            if c.flood {
+                // Bounded by the client: write_out waits while its socket buffer is full.
+                at(Some(Instant::now()));
+            }
             if !c.frozen {
                 at(self
                     .pending
@@ -379,7 +409,19 @@ impl Host {
                 Action::Plain(other) => {
                     tracing::info!(host = self.index, command = %other, "ignored command");
                 }
-                Action::Descs(Ok(mut tasks)) => self.tasks.append(&mut tasks),
+                Action::Descs(Ok(mut tasks)) => {
+                    self.tasks.append(&mut tasks);
+                    if self.cfg.faults.stale_push(self.index, self.runs, &mut self.rng) {
+                        tracing::info!(host = self.index, run = self.runs, "injecting a stale push");
+                        let now_us = self.clock.now_us();
+                        let leftover = [LogEvent {
+                            time_us: now_us,
+                            task_id: 0,
+                            kind: EventKind::ExitExternal,
+                        }];
+                        write_profile_frame(&mut c.out, &leftover, self.cfg.wrap_time_stamps);
+                    }
+                }
                 Action::Descs(Err(e)) => {
                     tracing::warn!(host = self.index, error = %e, "task-set document rejected")
                 }
@@ -552,6 +594,29 @@ impl Host {
                 events[pick].kind = EventKind::ExitError;
             }
         }
+        if faults.contains(&FaultKind::Runaway) {
+            runaway(&mut events, &tasks);
+        }
+        if faults.contains(&FaultKind::Ghost) {
+            let t = events.first().map_or(start_us, |e| e.time_us);
+            for id in [99, u32::MAX] {
+                for kind in [EventKind::Start, EventKind::Exit, EventKind::JobsDone] {
+                    events.insert(
+                        1.min(events.len()),
+                        SchedEvent {
+                            time_us: t,
+                            release_us: t,
+                            task_id: id,
+                            kind,
+                        },
+                    );
+                }
+            }
+        }
+        if faults.contains(&FaultKind::Flood) {
+            c.flood = true;
+            return;
+        }
         if faults.contains(&FaultKind::Slow) {
             c.delay = self.cfg.faults.slow_delay;
         }
@@ -621,11 +686,17 @@ impl Host {
         }
     }
 
+    /// GET_LIVE: one row per monitored thread. As on a real target, the system's own
+    /// components (dom0 and the Taskloader) are always listed, then one row per loaded task,
+    /// so the document is never empty and v1/v2 clients can use it as a fence.
     fn push_live(&mut self, c: &mut Conn) {
-        if self.tasks.is_empty() {
-            return;
-        }
         let mut doc = String::from("<live><task-descriptions>");
+        for (thread, session) in [("dom0", "init -&gt; dom0"), ("taskloader", "init -&gt; taskloader")] {
+            let _ = write!(
+                doc,
+                "<task id=\"0\" execution-time=\"0\" priority=\"0\" core=\"0\" arrival-time=\"0\" start-time=\"0\" exit-time=\"0\" session=\"{session}\" thread=\"{thread}\" ram_quota=\"0\" ram_used=\"0\"/>"
+            );
+        }
         for (i, t) in self.tasks.iter().enumerate() {
             let _ = write!(
                 doc,
@@ -641,6 +712,50 @@ impl Host {
         }
         doc.push_str("</task-descriptions></live>");
         frame::encode_frame(&mut c.out, doc.as_bytes());
+    }
+}
+
+/// Jobs a runaway task adds beyond its `numberofjobs`.
+const RUNAWAY_JOBS: u64 = 10_000;
+
+/// The runaway fault: task 0 never sends JOBS_DONE and keeps running one more job per
+/// period after its last one.
+fn runaway(events: &mut Vec<SchedEvent>, tasks: &[SimTask]) {
+    let Some(t0) = tasks.first() else {
+        return;
+    };
+    let id = t0.id;
+    events.retain(|e| !(e.task_id == id && e.kind == EventKind::JobsDone));
+    let last = events
+        .iter()
+        .filter(|e| e.task_id == id)
+        .map(|e| e.time_us)
+        .max()
+        .unwrap_or(0);
+    let period = t0.period_us.max(1);
+    for k in 1..=RUNAWAY_JOBS {
+        let t = last.saturating_add(period.saturating_mul(k));
+        for kind in [EventKind::Start, EventKind::Exit] {
+            events.push(SchedEvent {
+                time_us: t,
+                release_us: t,
+                task_id: id,
+                kind,
+            });
+        }
+    }
+    events.sort_by_key(|e| e.time_us);
+}
+
+/// Longest pause between accept attempts after failures.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The pause after one more failed accept: 10 ms, doubling up to [`ACCEPT_BACKOFF_MAX`].
+fn next_accept_backoff(prev: Duration) -> Duration {
+    if prev.is_zero() {
+        Duration::from_millis(10)
+    } else {
+        prev.saturating_mul(2).min(ACCEPT_BACKOFF_MAX)
     }
 }
 
@@ -669,4 +784,22 @@ fn write_profile_frame(out: &mut Vec<u8>, events: &[LogEvent], wrap: bool) {
     out.extend_from_slice(b"\t</events>\n</profile>\n\0");
     let size = (out.len() - at - 4) as u32;
     out[at..at + 4].copy_from_slice(&size.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_up_to_its_cap() {
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            d = next_accept_backoff(d);
+            seen.push(d.as_millis());
+        }
+        assert_eq!(&seen[..4], &[10, 20, 40, 80]);
+        assert_eq!(*seen.last().unwrap(), ACCEPT_BACKOFF_MAX.as_millis());
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
 }

@@ -137,6 +137,16 @@ impl TargetError {
         self.kind() == ErrorKind::TargetFault
     }
 
+    /// True if the target may have rebooted, so that binaries sent to it must count as unsent:
+    /// the connection was lost or broke, or the target went silent (it is reconnected
+    /// afterwards). A fault inside a task-set on a live connection does not qualify.
+    pub fn may_have_rebooted(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::Io
+        )
+    }
+
     /// True if the target should be considered dead or suspect (restart it, forget what was
     /// sent to it): timeout, connection lost, protocol violation, target fault.
     pub fn target_suspect(&self) -> bool {

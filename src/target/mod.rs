@@ -30,7 +30,9 @@ pub mod xml;
 
 pub use binaries::{Binaries, BinariesError};
 pub use error::{ErrorKind, TargetError};
-pub use session::{probe_available, silence_limit, Session, TaskCount, TasksetRun};
+pub use session::{
+    attempt_limit, event_budget, probe_available, silence_limit, Session, TaskCount, TasksetRun,
+};
 
 /// Default TCP port of a target's dom0 server.
 pub const DEFAULT_PORT: u16 = 3001;
@@ -107,16 +109,21 @@ pub struct SessionConfig {
     /// Limit for a reply (AVAILABLE echo, GO_SEND). Must cover CLEAR's ~1 s block on real
     /// targets, since the echo that fences CLEAR comes after it.
     pub reply_timeout: Duration,
-    /// v1/v2 only: how long to collect frames after CLEAR (there is no fence). v3 uses the
-    /// AVAILABLE echo instead and never waits for this.
+    /// v1/v2 targets that do not answer GET_LIVE only: how long to collect frames after
+    /// CLEAR. v3 fences CLEAR with AVAILABLE, and v1/v2 with GET_LIVE, whose document cannot
+    /// be mistaken for a push; neither waits for this.
     pub drain_window: Duration,
     /// v3: after this long without a frame during a run, send AVAILABLE on the session's
     /// connection and expect the echo within `reply_timeout`.
     pub liveness_interval: Duration,
     /// Cap on announced frame sizes; larger is a protocol violation.
     pub max_frame_bytes: usize,
-    /// Added to the silence limit derived from the task-set (see [`silence_limit`]).
+    /// Added to the silence limit and to the attempt's hard limit, both derived from the
+    /// task-set (see [`silence_limit`] and [`attempt_limit`]).
     pub silence_margin: Duration,
+    /// Most events one attempt may hold; a task-set whose [`event_budget`] is larger is
+    /// refused as invalid before anything is sent (bounds the memory of an attempt).
+    pub max_events: u64,
     /// v1 only: how long to wait for a GET_PROFILE answer before asking again (the server
     /// answers nothing when no events are pending).
     pub poll_interval: Duration,
@@ -124,7 +131,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     /// v3, connect 5 s, reply 5 s, drain 1.5 s, liveness 10 s, 256 KiB frames, margin 10 s,
-    /// poll 200 ms.
+    /// 4,000,000 events per attempt, poll 200 ms.
     fn default() -> Self {
         SessionConfig {
             dialect: Dialect::V3,
@@ -134,6 +141,7 @@ impl Default for SessionConfig {
             liveness_interval: Duration::from_secs(10),
             max_frame_bytes: frame::DEFAULT_MAX_FRAME_BYTES,
             silence_margin: Duration::from_secs(10),
+            max_events: 4_000_000,
             poll_interval: Duration::from_millis(200),
         }
     }

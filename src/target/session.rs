@@ -1,4 +1,9 @@
 //! One client connection to a target: probe, load, start, events, stop, clear, close.
+//!
+//! The session is split by concern: the byte loop (reading, decoding, writing) lives on
+//! `Session`; what a task-set's events may look like is checked by `Tally` (pure, no I/O);
+//! and the waits of a running task-set (silence, liveness probe, poll, hard limit) are kept
+//! by `Watch`.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -19,6 +24,9 @@ use super::{Binaries, Dialect, SessionConfig, TargetError};
 
 /// Longest wait any setting can ask for (keeps instant arithmetic from overflowing).
 const MAX_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Events of unknown types an attempt may carry beyond what its jobs produce.
+const EVENT_SLACK: u64 = 64;
 
 /// `base + d`, with `d` capped at [`MAX_WAIT`].
 fn at(base: Instant, d: Duration) -> Instant {
@@ -43,10 +51,11 @@ pub struct TaskCount {
 /// The result of [`Session::run_taskset`].
 #[derive(Debug, Clone)]
 pub struct TasksetRun {
-    /// Every event of this task-set in arrival order (after the drain, until the last
-    /// JOBS_DONE).
+    /// Every event of this task-set in arrival order (after START, until the last JOBS_DONE).
     pub events: Vec<TimedEvent>,
-    /// Events read while draining after the first CLEAR: leftovers of earlier task-sets.
+    /// Stale events: leftovers of earlier task-sets, read before this task-set's START (the
+    /// drain after CLEAR, pushes while a GO_SEND was awaited) or job endings that came before
+    /// any job of this task-set had started. They are never charged to this task-set.
     pub drained: Vec<TimedEvent>,
     /// Per-task job accounting, in task order.
     pub counts: Vec<TaskCount>,
@@ -58,6 +67,16 @@ pub struct TasksetRun {
     pub finished_at: SystemTime,
 }
 
+/// Sum of all offsets of `set` (on real targets START blocks for this long).
+fn offsets_sum(set: &TaskSet) -> Duration {
+    Duration::from_millis(
+        set.tasks
+            .iter()
+            .map(|t| t.offset_ms)
+            .fold(0, u64::saturating_add),
+    )
+}
+
 /// The longest silence (no frame) that a healthy target can show while running `set`, plus
 /// `cfg.silence_margin`: the sum of all offsets (on real targets START blocks for their sum,
 /// and later offsets add up) plus two of the longest period (a job's first release comes one
@@ -65,14 +84,39 @@ pub struct TasksetRun {
 /// margin. After the first events, events follow at least once per longest period while any
 /// task still runs, so this one bound covers the whole run.
 pub fn silence_limit(set: &TaskSet, cfg: &SessionConfig) -> Duration {
-    let offsets: u64 = set
+    let max_period = set.tasks.iter().map(|t| t.period_ms).max().unwrap_or(0);
+    offsets_sum(set)
+        .saturating_add(Duration::from_millis(max_period.saturating_mul(2)))
+        .saturating_add(cfg.silence_margin)
+}
+
+/// The longest a healthy target can take to run all of `set` after START, plus
+/// `cfg.silence_margin`: the sum of all offsets plus, for the slowest task, `numberofjobs + 1`
+/// periods (the first job is released one period after the task starts, and each job ends at
+/// the latest when its next period begins). An attempt that has not finished by then fails,
+/// however many events the target keeps sending.
+pub fn attempt_limit(set: &TaskSet, cfg: &SessionConfig) -> Duration {
+    let slowest = set
         .tasks
         .iter()
-        .map(|t| t.offset_ms)
-        .fold(0, u64::saturating_add);
-    let max_period = set.tasks.iter().map(|t| t.period_ms).max().unwrap_or(0);
-    Duration::from_millis(offsets.saturating_add(max_period.saturating_mul(2)))
+        .map(|t| {
+            t.period_ms
+                .saturating_mul(u64::from(t.numberofjobs).saturating_add(1))
+        })
+        .max()
+        .unwrap_or(0);
+    offsets_sum(set)
+        .saturating_add(Duration::from_millis(slowest))
         .saturating_add(cfg.silence_margin)
+}
+
+/// The most events a correct run of `set` can produce: per task one START and one ending per
+/// job plus one JOBS_DONE, plus a small slack for event types the protocol does not name.
+pub fn event_budget(set: &TaskSet) -> u64 {
+    set.tasks
+        .iter()
+        .map(|t| u64::from(t.numberofjobs).saturating_mul(2).saturating_add(1))
+        .fold(EVENT_SLACK, u64::saturating_add)
 }
 
 /// Check that a target is available.
@@ -90,12 +134,279 @@ pub async fn probe_available(addr: SocketAddr, cfg: &SessionConfig) -> Result<()
     Ok(())
 }
 
+/// What [`Tally::take`] made of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The event belongs to the task-set.
+    Counted,
+    /// A leftover of an earlier task-set.
+    Stale,
+}
+
+/// The job accounting of one attempt and the limits its events must respect. Pure logic.
+#[derive(Debug)]
+struct Tally {
+    counts: Vec<TaskCount>,
+    /// Task id → position in `counts`, for large task-sets.
+    index: Option<HashMap<u32, usize>>,
+    /// Tasks without JOBS_DONE yet.
+    remaining: usize,
+    /// A job of this task-set has begun (START or NOT_SCHEDULED seen). Before that, job
+    /// endings and JOBS_DONE cannot belong to this task-set: they are stale.
+    begun: bool,
+    /// Events this attempt may still count.
+    budget: u64,
+}
+
+impl Tally {
+    fn new(set: &TaskSet) -> Tally {
+        let counts: Vec<TaskCount> = set
+            .tasks
+            .iter()
+            .map(|t| TaskCount {
+                task_id: t.id,
+                expected_jobs: t.numberofjobs,
+                started: 0,
+                ended: 0,
+                done: false,
+            })
+            .collect();
+        let index = (counts.len() > 16).then(|| {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.task_id, i))
+                .collect()
+        });
+        Tally {
+            remaining: counts.len(),
+            counts,
+            index,
+            begun: false,
+            budget: event_budget(set),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Account one event. `Err` names why the target misbehaved.
+    fn take(&mut self, e: &TargetEvent) -> Result<Verdict, String> {
+        let begins = matches!(e.kind, EventKind::Start | EventKind::NotScheduled);
+        if !self.begun && !begins && (e.kind.ends_job() || e.kind == EventKind::JobsDone) {
+            return Ok(Verdict::Stale);
+        }
+        self.begun |= begins;
+        if self.budget == 0 {
+            return Err(format!(
+                "more events than the task-set can produce ({} at most)",
+                self.counts
+                    .iter()
+                    .map(|c| u64::from(c.expected_jobs) * 2 + 1)
+                    .sum::<u64>()
+                    + EVENT_SLACK
+            ));
+        }
+        self.budget -= 1;
+        let slot = match &self.index {
+            Some(m) => m.get(&e.task_id).copied(),
+            None => self.counts.iter().position(|c| c.task_id == e.task_id),
+        };
+        let Some(i) = slot else {
+            return Err(format!(
+                "{} event for task {}, which is not in the task-set",
+                e.kind, e.task_id
+            ));
+        };
+        let c = &mut self.counts[i];
+        match &e.kind {
+            EventKind::Start => {
+                c.started += 1;
+                if c.started > c.expected_jobs {
+                    return Err(format!(
+                        "task {} started {} jobs, numberofjobs is {}",
+                        c.task_id, c.started, c.expected_jobs
+                    ));
+                }
+            }
+            EventKind::JobsDone => {
+                if c.done {
+                    return Err(format!("second JOBS_DONE for task {}", c.task_id));
+                }
+                c.done = true;
+                self.remaining -= 1;
+            }
+            k if k.ends_job() => {
+                c.ended += 1;
+                if *k == EventKind::ExitError {
+                    return Err(format!(
+                        "EXIT_ERROR for task {} at {} ms",
+                        e.task_id, e.time_ms
+                    ));
+                }
+                if c.ended > c.expected_jobs {
+                    return Err(format!(
+                        "task {} ended {} jobs, numberofjobs is {}",
+                        c.task_id, c.ended, c.expected_jobs
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(Verdict::Counted)
+    }
+
+    /// After every JOBS_DONE: each task ran exactly `numberofjobs` jobs.
+    fn check_complete(&self) -> Result<(), String> {
+        match self.counts.iter().find(|c| c.ended != c.expected_jobs) {
+            Some(c) => Err(format!(
+                "task {} ended {} jobs, numberofjobs is {}",
+                c.task_id, c.ended, c.expected_jobs
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a [`Watch`] asks for when its wake-up time has come.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    /// Nothing yet.
+    Nothing,
+    /// v3: send AVAILABLE on the session's connection.
+    Probe,
+    /// v1: ask GET_PROFILE again.
+    Poll,
+    /// The target is silent past the silence limit.
+    Silent,
+    /// The liveness probe was not answered.
+    ProbeUnanswered,
+    /// The attempt ran past its hard limit.
+    TooLong,
+}
+
+/// The clocks of one running task-set.
+#[derive(Debug)]
+struct Watch {
+    silence: Duration,
+    liveness: Duration,
+    reply: Duration,
+    poll: Option<Duration>,
+    probes: bool,
+    last_event: Instant,
+    last_life: Instant,
+    /// START blocks the server for the sum of all offsets: an echo may wait that long.
+    start_block_end: Instant,
+    probe_deadline: Option<Instant>,
+    next_poll: Instant,
+    hard: Instant,
+}
+
+impl Watch {
+    fn new(set: &TaskSet, cfg: &SessionConfig, now: Instant) -> Watch {
+        let poll = (!cfg.dialect.pushes_events()).then_some(cfg.poll_interval);
+        Watch {
+            silence: silence_limit(set, cfg),
+            liveness: cfg.liveness_interval,
+            reply: cfg.reply_timeout,
+            poll,
+            probes: cfg.dialect.has_available(),
+            last_event: now,
+            last_life: now,
+            start_block_end: at(now, offsets_sum(set)),
+            probe_deadline: None,
+            next_poll: at(now, poll.unwrap_or(MAX_WAIT)),
+            hard: at(now, attempt_limit(set, cfg)),
+        }
+    }
+
+    fn on_events(&mut self, now: Instant) {
+        self.last_event = now;
+        self.last_life = now;
+    }
+
+    fn on_echo(&mut self, now: Instant) {
+        self.probe_deadline = None;
+        self.last_life = now;
+    }
+
+    fn on_probe_sent(&mut self, now: Instant) {
+        self.probe_deadline = Some(at(now, self.reply).max(at(self.start_block_end, self.reply)));
+    }
+
+    fn on_poll_sent(&mut self, now: Instant) {
+        if let Some(p) = self.poll {
+            self.next_poll = at(now, p);
+        }
+    }
+
+    /// When something is due next.
+    fn wake(&self) -> Instant {
+        let mut t = at(self.last_event, self.silence).min(self.hard);
+        if self.probes {
+            t = t.min(
+                self.probe_deadline
+                    .unwrap_or(at(self.last_life, self.liveness)),
+            );
+        }
+        if self.poll.is_some() {
+            t = t.min(self.next_poll);
+        }
+        t
+    }
+
+    /// What is due at `now`, most serious first.
+    fn due(&self, now: Instant) -> Due {
+        if now >= self.hard {
+            Due::TooLong
+        } else if now >= at(self.last_event, self.silence) {
+            Due::Silent
+        } else if self.probe_deadline.is_some_and(|pd| now >= pd) {
+            Due::ProbeUnanswered
+        } else if self.probes
+            && self.probe_deadline.is_none()
+            && now >= at(self.last_life, self.liveness)
+        {
+            Due::Probe
+        } else if self.poll.is_some() && now >= self.next_poll {
+            Due::Poll
+        } else {
+            Due::Nothing
+        }
+    }
+}
+
+/// How the end of a CLEAR's effects is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    /// v3: AVAILABLE after CLEAR; everything before the echo is stale.
+    Echo,
+    /// v1/v2: GET_LIVE after CLEAR; its `<live>` document cannot be mistaken for a profile
+    /// push, and everything before it is stale.
+    Live,
+    /// A v1/v2 target that does not answer GET_LIVE: collect for `drain_window`.
+    Window,
+}
+
+/// Which reply makes [`Session::process`] stop decoding, so that frames behind it stay
+/// buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    GoSend,
+    Echo,
+    Live,
+}
+
 /// A client connection to one target, reusable for many task-sets in a row.
 ///
 /// The session keeps the read buffer, the time-stamp unwrapper (time stamps are monotonic per
 /// boot) and whatever the server pushed while the client waited for something else. After a
 /// timeout, a lost connection or a protocol violation the session is broken: every later call
 /// fails with [`TargetError::ConnectionLost`]; open a new one.
+///
+/// A reused session sends one CLEAR per task-set: the end of a task-set writes CLEAR (not
+/// awaited), and the next task-set only sends the fence that tells its effects apart.
 #[derive(Debug)]
 pub struct Session {
     addr: SocketAddr,
@@ -109,6 +420,15 @@ pub struct Session {
     echoes: u32,
     go_sends: u32,
     live: Option<Vec<LiveTask>>,
+    /// GET_LIVE requests sent and live documents received on this connection.
+    live_asked: u64,
+    live_seen: u64,
+    /// Whether the target answers GET_LIVE (v1/v2 fence); None until known.
+    answers_live: Option<bool>,
+    /// The target may hold tasks of ours: the next task-set must send CLEAR first.
+    dirty: bool,
+    /// Stale events seen on this connection.
+    stale: u64,
     broken: bool,
     xml: String,
 }
@@ -155,6 +475,11 @@ impl Session {
             echoes: 0,
             go_sends: 0,
             live: None,
+            live_asked: 0,
+            live_seen: 0,
+            answers_live: None,
+            dirty: true,
+            stale: 0,
             broken: false,
             xml: String::new(),
         })
@@ -180,6 +505,11 @@ impl Session {
         self.broken
     }
 
+    /// Stale events (leftovers of earlier task-sets) seen on this connection so far.
+    pub fn stale_events(&self) -> u64 {
+        self.stale
+    }
+
     fn ensure_usable(&self) -> Result<(), TargetError> {
         if self.broken {
             return Err(TargetError::ConnectionLost {
@@ -203,6 +533,11 @@ impl Session {
         Err(e)
     }
 
+    fn protocol<T>(&mut self, detail: String) -> Result<T, TargetError> {
+        let addr = self.addr;
+        self.fail(TargetError::Protocol { addr, detail })
+    }
+
     fn io_error(&mut self, e: io::Error, during: &str) -> TargetError {
         self.broken = true;
         match e.kind() {
@@ -221,11 +556,11 @@ impl Session {
         }
     }
 
-    /// Decode what is buffered: frames become events in the inbox, echoes and GO_SENDs are
-    /// counted. `want_go_send` makes a `0x90` word a GO_SEND while none is pending. With
-    /// `stop_at_reply` decoding stops right after a GO_SEND or echo, so that frames behind a
-    /// fence stay buffered.
-    fn process(&mut self, want_go_send: bool, stop_at_reply: bool) -> Result<(), TargetError> {
+    /// Decode what is buffered: profile frames become events in the inbox, live documents are
+    /// kept, echoes and GO_SENDs are counted. `want_go_send` makes a `0x90` word a GO_SEND
+    /// while none is pending. Decoding stops right after a reply of kind `stop`, so that
+    /// frames behind a fence stay buffered.
+    fn process(&mut self, want_go_send: bool, stop: Option<Reply>) -> Result<(), TargetError> {
         loop {
             let expect = if want_go_send && self.go_sends == 0 {
                 Expect::GoSend
@@ -233,45 +568,31 @@ impl Session {
                 Expect::Frames
             };
             let decoded = frame::decode_server(&self.rbuf, expect, self.cfg.max_frame_bytes);
-            let mut is_reply = true;
-            let used = match decoded {
+            let (used, reply) = match decoded {
                 Ok(None) => return Ok(()),
-                Err(e) => {
-                    let detail = format!("undecodable bytes from the target: {e}");
-                    return self.fail(TargetError::Protocol {
-                        addr: self.addr,
-                        detail,
-                    });
-                }
+                Err(e) => return self.protocol(format!("undecodable bytes from the target: {e}")),
                 Ok(Some((ServerMsg::GoSend, n))) => {
                     self.go_sends += 1;
-                    n
+                    (n, Some(Reply::GoSend))
                 }
                 Ok(Some((ServerMsg::AvailableEcho, n))) => {
                     self.echoes += 1;
-                    n
+                    (n, Some(Reply::Echo))
+                }
+                Ok(Some((ServerMsg::Frame(doc), n))) if doc.starts_with(b"<live") => {
+                    match xml::parse_live(doc) {
+                        Ok(rows) => self.live = Some(rows),
+                        Err(e) => return self.protocol(format!("bad live frame: {e}")),
+                    }
+                    self.live_seen += 1;
+                    (n, Some(Reply::Live))
                 }
                 Ok(Some((ServerMsg::Frame(doc), n))) => {
-                    is_reply = false;
-                    if doc.starts_with(b"<live") {
-                        match xml::parse_live(doc) {
-                            Ok(rows) => self.live = Some(rows),
-                            Err(e) => {
-                                let detail = format!("bad live frame: {e}");
-                                return self.fail(TargetError::Protocol {
-                                    addr: self.addr,
-                                    detail,
-                                });
-                            }
-                        }
-                    } else if let Err(e) = xml::parse_profile_into(doc, &mut self.raw) {
+                    if let Err(e) = xml::parse_profile_into(doc, &mut self.raw) {
                         let detail = format!("bad profile frame of {} bytes: {e}", doc.len());
-                        return self.fail(TargetError::Protocol {
-                            addr: self.addr,
-                            detail,
-                        });
+                        return self.protocol(detail);
                     }
-                    n
+                    (n, None)
                 }
             };
             self.rbuf.advance(used);
@@ -288,7 +609,7 @@ impl Session {
                     });
                 }
             }
-            if is_reply && stop_at_reply {
+            if reply.is_some() && reply == stop {
                 return Ok(());
             }
         }
@@ -373,34 +694,62 @@ impl Session {
         Ok(())
     }
 
-    /// Wait for one reply (GO_SEND or the AVAILABLE echo) until `deadline`, keeping pushed
-    /// frames that arrive meanwhile as events.
-    async fn wait_reply(
+    /// Whether the awaited reply has come (and take it).
+    fn take_reply(&mut self, what: Reply) -> bool {
+        match what {
+            Reply::GoSend if self.go_sends > 0 => self.go_sends -= 1,
+            Reply::Echo if self.echoes > 0 => self.echoes -= 1,
+            Reply::Live if self.live_seen >= self.live_asked => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// Wait for one reply until `deadline`, keeping pushed frames that arrive meanwhile as
+    /// events. `Ok(false)` when the deadline passed first.
+    async fn await_reply(
         &mut self,
-        go_send: bool,
+        what: Reply,
         deadline: Instant,
         cancel: Option<&CancellationToken>,
-    ) -> Result<(), TargetError> {
-        let what = if go_send { "GO_SEND" } else { "AVAILABLE echo" };
+    ) -> Result<bool, TargetError> {
+        let during = match what {
+            Reply::GoSend => "GO_SEND",
+            Reply::Echo => "AVAILABLE echo",
+            Reply::Live => "GET_LIVE document",
+        };
         loop {
-            self.process(go_send, true)?;
-            if go_send && self.go_sends > 0 {
-                self.go_sends -= 1;
-                return Ok(());
+            self.process(what == Reply::GoSend, Some(what))?;
+            if self.take_reply(what) {
+                return Ok(true);
             }
-            if !go_send && self.echoes > 0 {
-                self.echoes -= 1;
-                return Ok(());
-            }
-            if !self.fill(deadline, what, cancel).await? {
-                let e = TargetError::Timeout {
-                    addr: self.addr,
-                    waiting_for: what.into(),
-                    after: self.cfg.reply_timeout,
-                };
-                return self.fail(e);
+            if !self.fill(deadline, during, cancel).await? {
+                return Ok(false);
             }
         }
+    }
+
+    /// [`Session::await_reply`] within `reply_timeout`; a timeout is an error.
+    async fn wait_reply(
+        &mut self,
+        what: Reply,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(), TargetError> {
+        let deadline = at(Instant::now(), self.cfg.reply_timeout);
+        if self.await_reply(what, deadline, cancel).await? {
+            return Ok(());
+        }
+        let waiting_for = match what {
+            Reply::GoSend => "GO_SEND",
+            Reply::Echo => "AVAILABLE echo",
+            Reply::Live => "the GET_LIVE document that fences CLEAR",
+        };
+        let e = TargetError::Timeout {
+            addr: self.addr,
+            waiting_for: waiting_for.into(),
+            after: self.cfg.reply_timeout,
+        };
+        self.fail(e)
     }
 
     /// Read frames until `deadline` (no error when it passes).
@@ -410,9 +759,9 @@ impl Session {
         cancel: Option<&CancellationToken>,
     ) -> Result<(), TargetError> {
         loop {
-            self.process(false, false)?;
+            self.process(false, None)?;
             if !self.fill(deadline, "draining", cancel).await? {
-                return self.process(false, false);
+                return self.process(false, None);
             }
         }
     }
@@ -429,45 +778,74 @@ impl Session {
         }
         frame::encode_command(&mut self.wbuf, Command::Available);
         self.flush("sending AVAILABLE").await?;
-        let deadline = at(Instant::now(), self.cfg.reply_timeout);
-        self.wait_reply(false, deadline, None).await
+        self.wait_reply(Reply::Echo, None).await
     }
 
-    /// Append CLEAR plus the drain request to the write buffer.
-    fn push_clear(&mut self) {
-        frame::encode_command(&mut self.wbuf, Command::Clear);
-        match self.cfg.dialect {
-            Dialect::V3 => frame::encode_command(&mut self.wbuf, Command::Available),
-            Dialect::V1 => frame::encode_command(&mut self.wbuf, Command::GetProfile),
-            Dialect::V2 => {}
+    /// Append the request whose reply marks the end of what was written before it (v3:
+    /// AVAILABLE; v1: GET_PROFILE for the logged leftovers, then GET_LIVE; v2: GET_LIVE), and
+    /// say which fence it is.
+    fn push_fence(&mut self) -> Fence {
+        if self.cfg.dialect.has_available() {
+            frame::encode_command(&mut self.wbuf, Command::Available);
+            return Fence::Echo;
         }
+        if !self.cfg.dialect.pushes_events() {
+            frame::encode_command(&mut self.wbuf, Command::GetProfile);
+        }
+        if self.answers_live == Some(false) {
+            return Fence::Window;
+        }
+        frame::encode_command(&mut self.wbuf, Command::GetLive);
+        self.live_asked += 1;
+        Fence::Live
     }
 
-    /// After [`Session::push_clear`] was flushed: wait for the fence (v3) or the drain window
-    /// (v1/v2), and take the events that arrived.
-    async fn finish_drain(
+    /// After the fence was flushed: wait for its reply (or the drain window) and take the
+    /// events that came before it. A v1/v2 target that never answered GET_LIVE and does not
+    /// answer within `reply_timeout` is taken to lack it: this wait counts as the drain, and
+    /// later task-sets use `drain_window`.
+    async fn finish_fence(
         &mut self,
+        fence: Fence,
         cancel: Option<&CancellationToken>,
     ) -> Result<Vec<TimedEvent>, TargetError> {
-        if self.cfg.dialect.has_available() {
-            let deadline = at(Instant::now(), self.cfg.reply_timeout);
-            self.wait_reply(false, deadline, cancel).await?;
-        } else {
-            let deadline = at(Instant::now(), self.cfg.drain_window);
-            self.collect_until(deadline, cancel).await?;
+        match fence {
+            Fence::Echo => self.wait_reply(Reply::Echo, cancel).await?,
+            Fence::Live if self.answers_live == Some(true) => {
+                self.wait_reply(Reply::Live, cancel).await?
+            }
+            Fence::Live => {
+                let deadline = at(Instant::now(), self.cfg.reply_timeout);
+                let answered = self.await_reply(Reply::Live, deadline, cancel).await?;
+                self.answers_live = Some(answered);
+                if !answered {
+                    self.live_seen = self.live_asked;
+                    tracing::info!(addr = %self.addr, drain_ms = self.cfg.drain_window.as_millis() as u64,
+                        "the target does not answer GET_LIVE: task-sets wait the drain window after CLEAR");
+                }
+            }
+            Fence::Window => {
+                let deadline = at(Instant::now(), self.cfg.drain_window);
+                self.collect_until(deadline, cancel).await?;
+            }
         }
-        Ok(std::mem::take(&mut self.inbox))
+        let drained = std::mem::take(&mut self.inbox);
+        self.stale += drained.len() as u64;
+        Ok(drained)
     }
 
-    /// Send CLEAR (stop and delete all tasks) and drain: v3 sends AVAILABLE right after CLEAR
-    /// and everything before the echo is the drain; v1/v2 have no fence and collect frames for
-    /// `drain_window` (v1 also asks GET_PROFILE, as it never pushes). Returns the drained
-    /// events.
+    /// Send CLEAR (stop and delete all tasks) and wait for its fence: v3 sends AVAILABLE right
+    /// after CLEAR and everything before the echo is the drain; v1/v2 send GET_LIVE, whose
+    /// document cannot be mistaken for a push (v1 asks GET_PROFILE first, as it never pushes);
+    /// a v1/v2 target that does not answer GET_LIVE is drained for `drain_window`. Returns the
+    /// drained events.
     pub async fn clear(&mut self) -> Result<Vec<TimedEvent>, TargetError> {
         self.ensure_usable()?;
-        self.push_clear();
+        frame::encode_command(&mut self.wbuf, Command::Clear);
+        let fence = self.push_fence();
         self.flush("sending CLEAR").await?;
-        self.finish_drain(None).await
+        self.dirty = false;
+        self.finish_fence(fence, None).await
     }
 
     fn plan(
@@ -491,6 +869,15 @@ impl Session {
         set.validate().map_err(|e| TargetError::Invalid {
             reason: e.to_string(),
         })?;
+        let budget = event_budget(set);
+        if budget > self.cfg.max_events {
+            return Err(TargetError::Invalid {
+                reason: format!(
+                    "the task-set can produce {budget} events, more than the {} one attempt may hold (SessionConfig::max_events)",
+                    self.cfg.max_events
+                ),
+            });
+        }
         let mut to_send = Vec::new();
         for name in set.binaries() {
             if sent.contains(name) {
@@ -525,6 +912,7 @@ impl Session {
         }
         frame::encode_send_descs(&mut self.wbuf, self.xml.as_bytes()).map_err(enc)?;
         frame::encode_send_binaries(&mut self.wbuf, count as u32);
+        self.dirty = true;
         Ok(())
     }
 
@@ -535,32 +923,23 @@ impl Session {
         }
     }
 
-    /// Send the binaries of `plan` one per GO_SEND; `then_start` appends START to the last.
+    /// Send the load that is in the write buffer and the binaries of `plan`, one per GO_SEND.
     /// Not cancellable: a half-sent SEND_BINARIES cannot be taken back.
     async fn send_binaries(
         &mut self,
         plan: &Plan,
         sent: &mut HashSet<String>,
-        then_start: bool,
     ) -> Result<(), TargetError> {
         self.flush("sending SEND_DESCS and SEND_BINARIES").await?;
-        for (i, (name, image)) in plan.to_send.iter().enumerate() {
-            let deadline = at(Instant::now(), self.cfg.reply_timeout);
-            self.wait_reply(true, deadline, None).await?;
+        for (name, image) in &plan.to_send {
+            self.wait_reply(Reply::GoSend, None).await?;
             frame::encode_binary(&mut self.wbuf, name, image).map_err(|e| {
                 TargetError::Invalid {
                     reason: e.to_string(),
                 }
             })?;
-            if then_start && i + 1 == plan.to_send.len() {
-                self.push_start();
-            }
             self.flush("sending a binary").await?;
             sent.insert(name.clone());
-        }
-        if then_start && plan.to_send.is_empty() {
-            self.push_start();
-            self.flush("sending START").await?;
         }
         Ok(())
     }
@@ -581,7 +960,7 @@ impl Session {
         self.ensure_usable()?;
         let plan = self.plan(set, admission, binaries, sent)?;
         self.push_load(admission, plan.to_send.len())?;
-        self.send_binaries(&plan, sent, false).await
+        self.send_binaries(&plan, sent).await
     }
 
     /// Send START (v1: followed by GET_PROFILE, since v1 never pushes).
@@ -603,7 +982,7 @@ impl Session {
     /// come only when jobs exit).
     pub async fn next_events(&mut self, wait: Duration) -> Result<Vec<TimedEvent>, TargetError> {
         self.ensure_usable()?;
-        self.process(false, false)?;
+        self.process(false, None)?;
         if self.inbox.is_empty() {
             if !self.cfg.dialect.pushes_events() {
                 frame::encode_command(&mut self.wbuf, Command::GetProfile);
@@ -614,7 +993,7 @@ impl Session {
                 if !self.fill(deadline, "waiting for events", None).await? {
                     break;
                 }
-                self.process(false, false)?;
+                self.process(false, None)?;
             }
         }
         Ok(std::mem::take(&mut self.inbox))
@@ -626,13 +1005,11 @@ impl Session {
         self.ensure_usable()?;
         self.live = None;
         frame::encode_command(&mut self.wbuf, Command::GetLive);
+        self.live_asked += 1;
         self.flush("sending GET_LIVE").await?;
         let deadline = at(Instant::now(), self.cfg.reply_timeout);
-        while self.live.is_none() {
-            self.process(false, false)?;
-            if self.live.is_some() || !self.fill(deadline, "GET_LIVE", None).await? {
-                break;
-            }
+        if !self.await_reply(Reply::Live, deadline, None).await? {
+            self.live_seen = self.live_asked;
         }
         Ok(self.live.take())
     }
@@ -652,28 +1029,37 @@ impl Session {
         self.wbuf.clear();
         frame::encode_command(&mut self.wbuf, Command::Stop);
         frame::encode_command(&mut self.wbuf, Command::Clear);
-        if let Err(e) = self.flush("sending STOP and CLEAR").await {
-            tracing::debug!(addr = %self.addr, error = %e, "STOP/CLEAR after failure failed");
+        match self.flush("sending STOP and CLEAR").await {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::debug!(addr = %self.addr, error = %e, "STOP/CLEAR after failure failed")
+            }
         }
     }
 
-    /// Run one task-set on this connection: CLEAR, drain, [OPTIMIZE (v1)], SEND_DESCS,
+    /// Run one task-set on this connection: [CLEAR], the fence, [OPTIMIZE (v1)], SEND_DESCS,
     /// SEND_BINARIES (only names not in `sent`, which it updates), START, events until every
-    /// task sent JOBS_DONE, then STOP and CLEAR (written, not awaited: the next run's drain
-    /// takes their effects).
+    /// task sent JOBS_DONE, then CLEAR (written, not awaited: the next task-set's fence takes
+    /// its effects). So a reused session pays one CLEAR per task-set.
     ///
-    /// v3 with nothing new to send writes everything from CLEAR to START in one batch: CLEAR,
-    /// AVAILABLE (the fence: frames before its echo are the drain), SEND_DESCS,
-    /// SEND_BINARIES 0, START. v1/v2 wait `drain_window` after CLEAR.
+    /// The first task-set of a connection starts with CLEAR, since the target may hold
+    /// anything. The fence is AVAILABLE on v3 and GET_LIVE on v1/v2 (see [`Session::clear`]);
+    /// with nothing new to send, everything from CLEAR to START goes out in one write. Events
+    /// before START was written are stale (returned in [`TasksetRun::drained`], never
+    /// counted); so are job endings that come before any job of the task-set began.
     ///
-    /// While waiting for events, the silence limit is [`silence_limit`]; v3 also sends
-    /// AVAILABLE after each `liveness_interval` without a frame and fails if the echo does not
-    /// come within `reply_timeout`. v1 polls GET_PROFILE.
+    /// While waiting for events, the silence limit is [`silence_limit`] and the whole run must
+    /// end within [`attempt_limit`]; v3 also sends AVAILABLE after each `liveness_interval`
+    /// without a frame and fails if the echo does not come within `reply_timeout`. v1 polls
+    /// GET_PROFILE.
     ///
     /// Live events go to `on_events` as they arrive; all are returned too. Errors:
-    /// [`TargetError::TargetFault`] on EXIT_ERROR or when a task's job count differs from
-    /// `numberofjobs`; on cancellation STOP and CLEAR are sent and
-    /// [`TargetError::Cancelled`] is returned.
+    /// [`TargetError::TargetFault`] on EXIT_ERROR, an event for a task that is not in the
+    /// set, more STARTs or job endings than `numberofjobs`, a second JOBS_DONE, more events
+    /// than the set can produce ([`event_budget`]), or a job count that differs from
+    /// `numberofjobs` at the end; [`TargetError::Timeout`] on silence or when the hard limit
+    /// passes; on cancellation STOP and CLEAR are sent and [`TargetError::Cancelled`] is
+    /// returned.
     pub async fn run_taskset(
         &mut self,
         set: &TaskSet,
@@ -710,28 +1096,44 @@ impl Session {
         let plan = self.plan(set, admission, binaries, sent)?;
         let started_at = SystemTime::now();
         self.wbuf.clear();
-        self.push_clear();
-        let pipelined = self.cfg.dialect.has_available() && plan.to_send.is_empty();
+        if self.dirty {
+            frame::encode_command(&mut self.wbuf, Command::Clear);
+        }
+        let fence = self.push_fence();
+        // START goes out with the fence only when the fence is sure to come: a time window
+        // (or a GET_LIVE the target may not answer) is no fence for events of a START
+        // written before it ends.
+        let sure = match fence {
+            Fence::Echo => true,
+            Fence::Live => self.answers_live == Some(true),
+            Fence::Window => false,
+        };
+        let pipelined = plan.to_send.is_empty() && sure;
         if pipelined {
             self.push_load(admission, 0)?;
             self.push_start();
         }
         self.flush("sending CLEAR").await?;
-        let drained = self.finish_drain(Some(cancel)).await?;
+        let mut drained = self.finish_fence(fence, Some(cancel)).await?;
         if !pipelined {
             self.push_load(admission, plan.to_send.len())?;
             // Not cancellable midway: a half-sent SEND_BINARIES cannot be taken back without
             // corrupting the stream; each step is bounded by `reply_timeout`.
-            self.send_binaries(&plan, sent, true).await?;
+            self.send_binaries(&plan, sent).await?;
+            // Whatever came while loading cannot belong to a task-set not yet started.
+            self.stale += self.inbox.len() as u64;
+            drained.append(&mut self.inbox);
             if cancel.is_cancelled() {
                 return Err(TargetError::Cancelled);
             }
+            self.push_start();
+            self.flush("sending START").await?;
         }
         let binaries_sent = plan.to_send.iter().map(|(n, _)| n.clone()).collect();
-        let (events, counts) = self.collect_run(set, on_events, cancel).await?;
-        frame::encode_command(&mut self.wbuf, Command::Stop);
+        let (events, counts) = self.collect_run(set, &mut drained, on_events, cancel).await?;
         frame::encode_command(&mut self.wbuf, Command::Clear);
-        self.flush("sending STOP and CLEAR").await?;
+        self.flush("sending CLEAR").await?;
+        self.dirty = false;
         Ok(TasksetRun {
             events,
             drained,
@@ -742,172 +1144,266 @@ impl Session {
         })
     }
 
+    /// Send the request a [`Due`] asks for.
+    async fn send_due(&mut self, due: &Due, watch: &mut Watch) -> Result<(), TargetError> {
+        match due {
+            Due::Probe => {
+                frame::encode_command(&mut self.wbuf, Command::Available);
+                self.flush("sending AVAILABLE").await?;
+                watch.on_probe_sent(Instant::now());
+            }
+            Due::Poll => {
+                frame::encode_command(&mut self.wbuf, Command::GetProfile);
+                self.flush("sending GET_PROFILE").await?;
+                watch.on_poll_sent(Instant::now());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Read events from START until every task sent JOBS_DONE, within the limits of
+    /// [`Tally`] and [`Watch`]. Stale events go to `stale`.
     async fn collect_run(
         &mut self,
         set: &TaskSet,
+        stale: &mut Vec<TimedEvent>,
         on_events: &mut (dyn FnMut(&[TimedEvent]) + Send),
         cancel: &CancellationToken,
     ) -> Result<(Vec<TimedEvent>, Vec<TaskCount>), TargetError> {
-        let mut counts: Vec<TaskCount> = set
-            .tasks
-            .iter()
-            .map(|t| TaskCount {
-                task_id: t.id,
-                expected_jobs: t.numberofjobs,
-                started: 0,
-                ended: 0,
-                done: false,
-            })
-            .collect();
-        let index: Option<HashMap<u32, usize>> = (counts.len() > 16).then(|| {
-            counts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.task_id, i))
-                .collect()
-        });
-        let mut remaining = counts.len();
+        let mut tally = Tally::new(set);
+        let mut watch = Watch::new(set, &self.cfg, Instant::now());
         let mut events: Vec<TimedEvent> = Vec::new();
-        let limit = silence_limit(set, &self.cfg);
-        let v3 = self.cfg.dialect.has_available();
-        let polls = !self.cfg.dialect.pushes_events();
-        let mut last_event = Instant::now();
-        let mut last_life = last_event;
-        // START blocks the server for the sum of all offsets: an echo may wait that long.
-        let start_block = Duration::from_millis(
-            set.tasks
-                .iter()
-                .map(|t| t.offset_ms)
-                .fold(0, u64::saturating_add),
-        );
-        let start_block_end = at(last_event, start_block);
-        let mut probe_deadline: Option<Instant> = None;
-        let mut next_poll = at(last_event, self.cfg.poll_interval);
+        let mut fresh: Vec<TimedEvent> = Vec::new();
         loop {
-            self.process(false, false)?;
+            self.process(false, None)?;
+            let now = Instant::now();
             if self.echoes > 0 {
                 self.echoes = 0;
-                probe_deadline = None;
-                last_life = Instant::now();
+                watch.on_echo(now);
             }
             if !self.inbox.is_empty() {
-                let now = Instant::now();
-                last_event = now;
-                last_life = now;
-                let mut fault: Option<String> = None;
-                for ev in &self.inbox {
-                    let e = &ev.event;
-                    let slot = match &index {
-                        Some(m) => m.get(&e.task_id).copied(),
-                        None => counts.iter().position(|c| c.task_id == e.task_id),
-                    };
-                    let Some(i) = slot else {
-                        tracing::warn!(addr = %self.addr, task = e.task_id, kind = %e.kind,
-                            "event for a task that is not in the task-set");
-                        continue;
-                    };
-                    let c = &mut counts[i];
-                    match &e.kind {
-                        EventKind::Start => c.started += 1,
-                        EventKind::JobsDone => {
-                            if c.done {
-                                tracing::warn!(addr = %self.addr, task = e.task_id, "second JOBS_DONE");
-                            } else {
-                                c.done = true;
-                                remaining -= 1;
-                            }
+                watch.on_events(now);
+                let mut fault = None;
+                for ev in self.inbox.drain(..) {
+                    match tally.take(&ev.event) {
+                        Ok(Verdict::Counted) => fresh.push(ev),
+                        Ok(Verdict::Stale) => {
+                            tracing::debug!(addr = %self.addr, task = ev.event.task_id, kind = %ev.event.kind,
+                                "stale event before the task-set began");
+                            self.stale += 1;
+                            stale.push(ev);
                         }
-                        k if k.ends_job() => {
-                            c.ended += 1;
-                            if *k == EventKind::ExitError && fault.is_none() {
-                                fault = Some(format!(
-                                    "EXIT_ERROR for task {} at {} ms",
-                                    e.task_id, e.time_ms
-                                ));
-                            }
+                        Err(reason) => {
+                            fault = Some(reason);
+                            break;
                         }
-                        _ => {}
                     }
                 }
-                on_events(&self.inbox);
-                events.append(&mut self.inbox);
+                self.inbox.clear();
+                if !fresh.is_empty() {
+                    on_events(&fresh);
+                    events.append(&mut fresh);
+                }
                 if let Some(reason) = fault {
                     return Err(TargetError::TargetFault {
                         addr: self.addr,
                         reason,
                     });
                 }
-                if remaining == 0 {
+                if tally.finished() {
                     break;
                 }
-                if polls {
-                    frame::encode_command(&mut self.wbuf, Command::GetProfile);
-                    self.flush("sending GET_PROFILE").await?;
-                    next_poll = at(Instant::now(), self.cfg.poll_interval);
+                if watch.poll.is_some() {
+                    self.send_due(&Due::Poll, &mut watch).await?;
                 }
             }
-            let mut deadline = at(last_event, limit);
-            if v3 {
-                deadline = deadline
-                    .min(probe_deadline.unwrap_or(at(last_life, self.cfg.liveness_interval)));
-            }
-            if polls {
-                deadline = deadline.min(next_poll);
-            }
             if self
-                .fill(deadline, "waiting for job events", Some(cancel))
+                .fill(watch.wake(), "waiting for job events", Some(cancel))
                 .await?
             {
                 continue;
             }
-            let now = Instant::now();
-            if now >= at(last_event, limit) {
-                let e = TargetError::Timeout {
-                    addr: self.addr,
-                    waiting_for: format!(
-                        "job events ({} of {} tasks not done)",
-                        remaining,
-                        counts.len()
-                    ),
-                    after: limit,
-                };
-                return self.fail(e);
-            }
-            if let Some(pd) = probe_deadline {
-                if now >= pd {
-                    let e = TargetError::Timeout {
-                        addr: self.addr,
-                        waiting_for: "AVAILABLE echo during a run".into(),
-                        after: self.cfg.reply_timeout,
-                    };
-                    return self.fail(e);
+            let due = watch.due(Instant::now());
+            let (waiting_for, after) = match due {
+                Due::Nothing => continue,
+                Due::Probe | Due::Poll => {
+                    self.send_due(&due, &mut watch).await?;
+                    continue;
                 }
-            } else if v3 && now >= at(last_life, self.cfg.liveness_interval) {
-                frame::encode_command(&mut self.wbuf, Command::Available);
-                self.flush("sending AVAILABLE").await?;
-                let now = Instant::now();
-                probe_deadline = Some(
-                    at(now, self.cfg.reply_timeout)
-                        .max(at(start_block_end, self.cfg.reply_timeout)),
-                );
-            }
-            if polls && now >= next_poll {
-                frame::encode_command(&mut self.wbuf, Command::GetProfile);
-                self.flush("sending GET_PROFILE").await?;
-                next_poll = at(Instant::now(), self.cfg.poll_interval);
-            }
-        }
-        for c in &counts {
-            if c.ended != c.expected_jobs {
-                return Err(TargetError::TargetFault {
-                    addr: self.addr,
-                    reason: format!(
-                        "task {} ended {} jobs, numberofjobs is {}",
-                        c.task_id, c.ended, c.expected_jobs
+                Due::Silent => (
+                    format!(
+                        "job events ({} of {} tasks not done)",
+                        tally.remaining,
+                        tally.counts.len()
                     ),
-                });
-            }
+                    watch.silence,
+                ),
+                Due::ProbeUnanswered => ("AVAILABLE echo during a run".into(), self.cfg.reply_timeout),
+                Due::TooLong => (
+                    format!(
+                        "the task-set to finish within its limit ({} of {} tasks not done)",
+                        tally.remaining,
+                        tally.counts.len()
+                    ),
+                    attempt_limit(set, &self.cfg),
+                ),
+            };
+            let e = TargetError::Timeout {
+                addr: self.addr,
+                waiting_for,
+                after,
+            };
+            return self.fail(e);
         }
-        Ok((events, counts))
+        if let Err(reason) = tally.check_complete() {
+            return Err(TargetError::TargetFault {
+                addr: self.addr,
+                reason,
+            });
+        }
+        Ok((events, tally.counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskdist_tasksets::Task;
+
+    fn set(jobs: &[u32]) -> TaskSet {
+        let tasks = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut t = Task::new(i as u32, "hey");
+                t.numberofjobs = n;
+                t.period_ms = 100;
+                t
+            })
+            .collect();
+        TaskSet::new(tasks).unwrap()
+    }
+
+    fn ev(kind: EventKind, task_id: u32) -> TargetEvent {
+        TargetEvent {
+            kind,
+            task_id,
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn endings_before_any_start_are_stale() {
+        let mut t = Tally::new(&set(&[2]));
+        assert_eq!(t.take(&ev(EventKind::ExitExternal, 0)), Ok(Verdict::Stale));
+        assert_eq!(t.take(&ev(EventKind::JobsDone, 0)), Ok(Verdict::Stale));
+        assert_eq!(t.take(&ev(EventKind::Start, 0)), Ok(Verdict::Counted));
+        // after the first START an ending counts
+        assert_eq!(t.take(&ev(EventKind::Exit, 0)), Ok(Verdict::Counted));
+        assert_eq!(t.counts[0].ended, 1);
+    }
+
+    #[test]
+    fn not_scheduled_begins_a_task_set() {
+        let mut t = Tally::new(&set(&[1]));
+        assert_eq!(t.take(&ev(EventKind::NotScheduled, 0)), Ok(Verdict::Counted));
+        assert_eq!(t.take(&ev(EventKind::JobsDone, 0)), Ok(Verdict::Counted));
+        assert!(t.finished());
+        assert!(t.check_complete().is_ok());
+    }
+
+    #[test]
+    fn unknown_task_ids_fail() {
+        let mut t = Tally::new(&set(&[1]));
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        let e = t.take(&ev(EventKind::Start, 99)).unwrap_err();
+        assert!(e.contains("task 99, which is not in the task-set"), "{e}");
+        let e = Tally::new(&set(&[1]))
+            .take(&ev(EventKind::Start, u32::MAX))
+            .unwrap_err();
+        assert!(e.contains("4294967295"), "{e}");
+    }
+
+    #[test]
+    fn too_many_starts_or_endings_fail() {
+        let mut t = Tally::new(&set(&[2]));
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        let e = t.take(&ev(EventKind::Start, 0)).unwrap_err();
+        assert!(e.contains("started 3 jobs, numberofjobs is 2"), "{e}");
+
+        let mut t = Tally::new(&set(&[1]));
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        t.take(&ev(EventKind::Exit, 0)).unwrap();
+        let e = t.take(&ev(EventKind::ExitPeriod, 0)).unwrap_err();
+        assert!(e.contains("ended 2 jobs, numberofjobs is 1"), "{e}");
+    }
+
+    #[test]
+    fn second_jobs_done_and_exit_error_fail() {
+        let mut t = Tally::new(&set(&[1, 1]));
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        t.take(&ev(EventKind::JobsDone, 0)).unwrap();
+        assert!(t.take(&ev(EventKind::JobsDone, 0)).is_err());
+        let mut t = Tally::new(&set(&[1]));
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        let e = t.take(&ev(EventKind::ExitError, 0)).unwrap_err();
+        assert!(e.contains("EXIT_ERROR"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kinds_are_bounded() {
+        let s = set(&[1]);
+        let mut t = Tally::new(&s);
+        t.take(&ev(EventKind::Start, 0)).unwrap();
+        let mut n = 1;
+        let err = loop {
+            match t.take(&ev(EventKind::Other("NOISE".into()), 0)) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, event_budget(&s));
+        assert!(err.contains("more events than the task-set can produce"), "{err}");
+    }
+
+    #[test]
+    fn limits_follow_the_task_set() {
+        let cfg = SessionConfig {
+            silence_margin: Duration::from_secs(1),
+            ..SessionConfig::default()
+        };
+        let mut s = set(&[3, 1]);
+        s.tasks[0].offset_ms = 50;
+        s.tasks[1].offset_ms = 70;
+        s.tasks[1].period_ms = 500;
+        // offsets 120 + max(4 * 100, 2 * 500) + 1000
+        assert_eq!(attempt_limit(&s, &cfg), Duration::from_millis(120 + 1000 + 1000));
+        assert_eq!(event_budget(&s), 7 + 3 + EVENT_SLACK);
+        s.tasks[0].numberofjobs = u32::MAX;
+        s.tasks[0].period_ms = u64::MAX;
+        assert!(attempt_limit(&s, &cfg) >= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn watch_orders_what_is_due() {
+        let cfg = SessionConfig {
+            silence_margin: Duration::ZERO,
+            liveness_interval: Duration::from_millis(50),
+            reply_timeout: Duration::from_millis(30),
+            ..SessionConfig::default()
+        };
+        let s = set(&[1]);
+        let t0 = Instant::now();
+        let mut w = Watch::new(&s, &cfg, t0);
+        assert_eq!(w.due(t0), Due::Nothing);
+        assert_eq!(w.due(t0 + Duration::from_millis(60)), Due::Probe);
+        w.on_probe_sent(t0 + Duration::from_millis(60));
+        assert_eq!(w.due(t0 + Duration::from_millis(95)), Due::ProbeUnanswered);
+        w.on_echo(t0 + Duration::from_millis(95));
+        // silence limit = 2 periods = 200 ms; the hard limit = 2 periods too, checked first
+        assert_eq!(w.due(t0 + Duration::from_millis(200)), Due::TooLong);
+        assert!(w.wake() <= t0 + Duration::from_millis(200));
     }
 }
