@@ -76,7 +76,10 @@ async fn healthy_targets_finish(kind: FaultKind, first: [u8; 4], reason: &str) {
     assert!(t0.failed >= 1, "{kind}: host 0 never failed: {t0:?}");
     assert_eq!(t0.completed, 0, "{kind}: host 0 completed work: {t0:?}");
     let err = t0.last_error.as_deref().unwrap_or_default();
-    assert!(err.contains(reason), "{kind}: reason {err:?} lacks {reason:?}");
+    assert!(
+        err.contains(reason),
+        "{kind}: reason {err:?} lacks {reason:?}"
+    );
 
     // Exactly one done row per variant, and no row for a task outside the task-set.
     let variants: Vec<_> = read_variants(dir.path().join("variants.csv"))
@@ -121,10 +124,12 @@ async fn a_silent_target_fails_with_a_timeout() {
     // ends each attempt on it (the margin is shortened so the test is quick).
     const N: u64 = 6;
     let sim = cluster(2, [127, 0, 43, 2], vec![every_run(0, FaultKind::Freeze)]).await;
-    let mut session = taskdist::target::SessionConfig::default();
-    session.silence_margin = Duration::from_millis(300);
-    session.liveness_interval = Duration::from_millis(300);
-    session.reply_timeout = Duration::from_millis(500);
+    let session = taskdist::target::SessionConfig {
+        silence_margin: Duration::from_millis(300),
+        liveness_interval: Duration::from_millis(300),
+        reply_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
     let mut d = Distributor::builder()
         .hosts(sim.addrs().iter().map(|a| a.to_string()))
         .unwrap()
@@ -236,5 +241,8 @@ async fn a_run_without_a_usable_target_gives_up() {
     d.close().await.unwrap();
     sim.shutdown().await;
     assert_eq!(m.done, 0);
-    assert_eq!(m.bad, 0, "one broken target is no evidence against a variant");
+    assert_eq!(
+        m.bad, 0,
+        "one broken target is no evidence against a variant"
+    );
 }

@@ -197,7 +197,12 @@ async fn pushes_before_echo_and_go_send_are_events() {
         f.extend_from_slice(&doc);
         s.write_all(&f).await.unwrap();
         // one CLEAR per task-set: the end writes CLEAR, the next task-set only fences it
-        expect_bytes(&mut s, &word(Command::Clear), "CLEAR after the last JOBS_DONE").await;
+        expect_bytes(
+            &mut s,
+            &word(Command::Clear),
+            "CLEAR after the last JOBS_DONE",
+        )
+        .await;
     });
     let mut sess = Session::connect(addr, SessionConfig::for_dialect(Dialect::V3))
         .await
@@ -222,7 +227,10 @@ async fn pushes_before_echo_and_go_send_are_events() {
         [EventKind::ExitExternal, EventKind::Other("WEIRD".into())]
     );
     let kinds: Vec<_> = run.events.iter().map(|e| e.event.kind.clone()).collect();
-    assert_eq!(kinds, [EventKind::Start, EventKind::Exit, EventKind::JobsDone]);
+    assert_eq!(
+        kinds,
+        [EventKind::Start, EventKind::Exit, EventKind::JobsDone]
+    );
     assert_eq!(sess.stale_events(), 2);
     assert!(sent.contains("hey"));
 }

@@ -13,9 +13,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskdist::discovery::HostPool;
 use taskdist::distributor::{
-    DistributorError,
-    run_fingerprint, Distributor, Ledger, Metrics, ProbeKind, RangeSet, Selection, Workload,
-    DEFAULT_PORT, LEDGER_FILE,
+    run_fingerprint, Distributor, DistributorError, Ledger, Metrics, ProbeKind, RangeSet,
+    Selection, Workload, DEFAULT_PORT, LEDGER_FILE,
 };
 use taskdist::handlers::{
     ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler, EVENTS_FILE, JOBS_FILE,
@@ -127,9 +126,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?}: expected a whole number with s, m, h or ms, such as 30m"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("duration {s:?}: expected a whole number with s, m, h or ms, such as 30m")
+    })?;
     let unit_ms: u64 = match unit.trim() {
         "" | "s" => 1000,
         "ms" => 1,

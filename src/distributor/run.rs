@@ -582,6 +582,30 @@ async fn bad(
     }
 }
 
+/// Run the recovery command for a dead target, bounded by a timeout.
+async fn recover(cmd: &str, addr: SocketAddr, cancel: &CancellationToken) {
+    let text = cmd
+        .replace("{addr}", &addr.to_string())
+        .replace("{ip}", &addr.ip().to_string())
+        .replace("{port}", &addr.port().to_string());
+    tracing::info!(%addr, command = %text, "running recovery command");
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&text)
+        .env("TASKDIST_TARGET", addr.to_string())
+        .kill_on_drop(true)
+        .status();
+    tokio::select! {
+        r = tokio::time::timeout(std::time::Duration::from_secs(300), child) => match r {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => tracing::warn!(%addr, %status, "recovery command failed"),
+            Ok(Err(e)) => tracing::warn!(%addr, error = %e, "recovery command could not run"),
+            Err(_) => tracing::warn!(%addr, "recovery command timed out after 300 s"),
+        },
+        _ = cancel.cancelled() => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,29 +635,5 @@ mod tests {
         assert!(points_at_variant(&job(&[2], 9), 3));
         assert!(!points_at_variant(&job(&[2], 1), 1));
         assert!(points_at_variant(&job(&[2], 3), 1));
-    }
-}
-
-/// Run the recovery command for a dead target, bounded by a timeout.
-async fn recover(cmd: &str, addr: SocketAddr, cancel: &CancellationToken) {
-    let text = cmd
-        .replace("{addr}", &addr.to_string())
-        .replace("{ip}", &addr.ip().to_string())
-        .replace("{port}", &addr.port().to_string());
-    tracing::info!(%addr, command = %text, "running recovery command");
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&text)
-        .env("TASKDIST_TARGET", addr.to_string())
-        .kill_on_drop(true)
-        .status();
-    tokio::select! {
-        r = tokio::time::timeout(std::time::Duration::from_secs(300), child) => match r {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => tracing::warn!(%addr, %status, "recovery command failed"),
-            Ok(Err(e)) => tracing::warn!(%addr, error = %e, "recovery command could not run"),
-            Err(_) => tracing::warn!(%addr, "recovery command timed out after 300 s"),
-        },
-        _ = cancel.cancelled() => {}
     }
 }

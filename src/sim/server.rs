@@ -411,8 +411,16 @@ impl Host {
                 }
                 Action::Descs(Ok(mut tasks)) => {
                     self.tasks.append(&mut tasks);
-                    if self.cfg.faults.stale_push(self.index, self.runs, &mut self.rng) {
-                        tracing::info!(host = self.index, run = self.runs, "injecting a stale push");
+                    if self
+                        .cfg
+                        .faults
+                        .stale_push(self.index, self.runs, &mut self.rng)
+                    {
+                        tracing::info!(
+                            host = self.index,
+                            run = self.runs,
+                            "injecting a stale push"
+                        );
                         let now_us = self.clock.now_us();
                         let leftover = [LogEvent {
                             time_us: now_us,
@@ -691,7 +699,10 @@ impl Host {
     /// so the document is never empty and v1/v2 clients can use it as a fence.
     fn push_live(&mut self, c: &mut Conn) {
         let mut doc = String::from("<live><task-descriptions>");
-        for (thread, session) in [("dom0", "init -&gt; dom0"), ("taskloader", "init -&gt; taskloader")] {
+        for (thread, session) in [
+            ("dom0", "init -&gt; dom0"),
+            ("taskloader", "init -&gt; taskloader"),
+        ] {
             let _ = write!(
                 doc,
                 "<task id=\"0\" execution-time=\"0\" priority=\"0\" core=\"0\" arrival-time=\"0\" start-time=\"0\" exit-time=\"0\" session=\"{session}\" thread=\"{thread}\" ram_quota=\"0\" ram_used=\"0\"/>"

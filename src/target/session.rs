@@ -115,7 +115,11 @@ pub fn attempt_limit(set: &TaskSet, cfg: &SessionConfig) -> Duration {
 pub fn event_budget(set: &TaskSet) -> u64 {
     set.tasks
         .iter()
-        .map(|t| u64::from(t.numberofjobs).saturating_mul(2).saturating_add(1))
+        .map(|t| {
+            u64::from(t.numberofjobs)
+                .saturating_mul(2)
+                .saturating_add(1)
+        })
         .fold(EVENT_SLACK, u64::saturating_add)
 }
 
@@ -1130,7 +1134,9 @@ impl Session {
             self.flush("sending START").await?;
         }
         let binaries_sent = plan.to_send.iter().map(|(n, _)| n.clone()).collect();
-        let (events, counts) = self.collect_run(set, &mut drained, on_events, cancel).await?;
+        let (events, counts) = self
+            .collect_run(set, &mut drained, on_events, cancel)
+            .await?;
         frame::encode_command(&mut self.wbuf, Command::Clear);
         self.flush("sending CLEAR").await?;
         self.dirty = false;
@@ -1239,7 +1245,9 @@ impl Session {
                     ),
                     watch.silence,
                 ),
-                Due::ProbeUnanswered => ("AVAILABLE echo during a run".into(), self.cfg.reply_timeout),
+                Due::ProbeUnanswered => {
+                    ("AVAILABLE echo during a run".into(), self.cfg.reply_timeout)
+                }
                 Due::TooLong => (
                     format!(
                         "the task-set to finish within its limit ({} of {} tasks not done)",
@@ -1307,7 +1315,10 @@ mod tests {
     #[test]
     fn not_scheduled_begins_a_task_set() {
         let mut t = Tally::new(&set(&[1]));
-        assert_eq!(t.take(&ev(EventKind::NotScheduled, 0)), Ok(Verdict::Counted));
+        assert_eq!(
+            t.take(&ev(EventKind::NotScheduled, 0)),
+            Ok(Verdict::Counted)
+        );
         assert_eq!(t.take(&ev(EventKind::JobsDone, 0)), Ok(Verdict::Counted));
         assert!(t.finished());
         assert!(t.check_complete().is_ok());
@@ -1365,7 +1376,10 @@ mod tests {
             }
         };
         assert_eq!(n, event_budget(&s));
-        assert!(err.contains("more events than the task-set can produce"), "{err}");
+        assert!(
+            err.contains("more events than the task-set can produce"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1379,7 +1393,10 @@ mod tests {
         s.tasks[1].offset_ms = 70;
         s.tasks[1].period_ms = 500;
         // offsets 120 + max(4 * 100, 2 * 500) + 1000
-        assert_eq!(attempt_limit(&s, &cfg), Duration::from_millis(120 + 1000 + 1000));
+        assert_eq!(
+            attempt_limit(&s, &cfg),
+            Duration::from_millis(120 + 1000 + 1000)
+        );
         assert_eq!(event_budget(&s), 7 + 3 + EVENT_SLACK);
         s.tasks[0].numberofjobs = u32::MAX;
         s.tasks[0].period_ms = u64::MAX;
