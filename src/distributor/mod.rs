@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ledger::{fingerprint, Ledger, LedgerError, LEDGER_FILE};
+pub use ledger::{fingerprint, Ledger, LedgerError, Outcomes, LEDGER_FILE};
 pub use metrics::{Metrics, MetricsSnapshot, TargetState, TargetStats};
 pub use probe::ProbeKind;
 pub use queue::{Job, Selection, Take, WorkQueue};
@@ -103,6 +103,12 @@ pub enum DistributorError {
     /// A worker or the supervisor died unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No target was healthy for `waited`; the run stopped and can be resumed.
+    #[error("no usable target for {} s; giving up (wait longer with --give-up-after)", waited.as_secs())]
+    GaveUp {
+        /// How long no target was usable.
+        waited: Duration,
+    },
 }
 
 /// Where the resume ledger lives and whether to continue an earlier run.
