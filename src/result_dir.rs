@@ -509,7 +509,9 @@ impl ResultDir {
             let h: Box<dyn EventHandler> = match (kind, self.resumed) {
                 (HandlerKind::Csv, false) => Box::new(CsvHandler::create(dir)?),
                 (HandlerKind::Csv, true) => Box::new(CsvHandler::resume(dir, &is_done)?),
-                (HandlerKind::Jsonl, false) => Box::new(JsonlHandler::create(dir.join(JSONL_FILE))?),
+                (HandlerKind::Jsonl, false) => {
+                    Box::new(JsonlHandler::create(dir.join(JSONL_FILE))?)
+                }
                 (HandlerKind::Jsonl, true) => {
                     Box::new(JsonlHandler::resume(dir.join(JSONL_FILE), &is_done)?)
                 }
@@ -652,8 +654,13 @@ mod tests {
         drop(d);
         // 12 outcomes, but index 10 is missing (13 was done instead).
         let mut l = Ledger::resume(tmp.path(), &fp).unwrap().0;
-        l.append_outcomes(&mut (0..10).chain([11, 12, 13]).map(|i| (i, i == 3)).collect::<Vec<_>>())
-            .unwrap();
+        l.append_outcomes(
+            &mut (0..10)
+                .chain([11, 12, 13])
+                .map(|i| (i, i == 3))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         drop(l);
         let d = ResultDir::resume(tmp.path(), &w, sel, ResumeOptions::default()).unwrap();
         assert_eq!(d.outcomes().count(), 13);

@@ -502,7 +502,10 @@ mod tests {
             assert!(matches!(err, PoolError::HostBits { .. }), "{item}: {err}");
         }
         let err = HostPool::parse(["fd00::5/120"], 1).expect_err("v6 host bits");
-        assert!(err.to_string().contains("did you mean fd00::/120?"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean fd00::/120?"),
+            "{err}"
+        );
         // The network itself and a /32 are fine.
         HostPool::parse(["127.0.0.0/20", "10.0.0.7/32"], 1).expect("valid");
     }

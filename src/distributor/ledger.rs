@@ -110,7 +110,9 @@ pub enum LedgerError {
         expected: String,
     },
     /// A line could not be read.
-    #[error("{path}:{line}: expected `start-end` or an index, optionally after `b `, found {text:?}")]
+    #[error(
+        "{path}:{line}: expected `start-end` or an index, optionally after `b `, found {text:?}"
+    )]
     Corrupt {
         /// The ledger's path.
         path: PathBuf,

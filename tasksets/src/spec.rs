@@ -1069,4 +1069,3 @@ fn file_kind(ft: &std::fs::FileType) -> &'static str {
 fn file_kind(_ft: &std::fs::FileType) -> &'static str {
     "not a regular file"
 }
-
