@@ -450,13 +450,7 @@ impl ResultDir {
                 break;
             }
             // c is inside [s, e]: the next index of the shard after e.
-            let Some(next) = e.checked_add(1) else {
-                return None;
-            };
-            let Some(c2) = next.checked_add((k + n - next % n) % n) else {
-                return None;
-            };
-            c = c2;
+            c = align_up(e.checked_add(1)?, k, n)?;
             if c > last {
                 return None;
             }
@@ -476,8 +470,7 @@ impl ResultDir {
             return false;
         }
         self.outcomes.bad.ranges().any(|(s, e)| {
-            let first = s.saturating_add((k + n - s % n) % n);
-            first <= e && last.is_none_or(|l| first <= l)
+            align_up(s, k, n).is_some_and(|first| first <= e && last.is_none_or(|l| first <= l))
         })
     }
 
@@ -549,6 +542,13 @@ impl ResultDir {
             .map_err(|e| ResultDirError::io(&path, std::io::Error::other(e)))?;
         std::fs::write(&path, json + "\n").map_err(|e| ResultDirError::io(&path, e))
     }
+}
+
+/// The smallest index `>= x` with `index % n == k` (None on overflow).
+fn align_up(x: u64, k: u64, n: u64) -> Option<u64> {
+    let n128 = u128::from(n.max(1));
+    let add = (u128::from(k) + n128 - u128::from(x) % n128) % n128;
+    x.checked_add(u64::try_from(add).ok()?)
 }
 
 /// Remove files, then the directories (deepest first; only if empty).
