@@ -27,8 +27,9 @@
 //!     .build()?;
 //! d.start(workload).await?;
 //! d.wait().await?;
+//! let metrics = d.metrics();
 //! d.close().await?;
-//! dir.write_metrics(&taskdist::distributor::MetricsSnapshot::default())?;
+//! dir.write_metrics(&metrics)?;
 //! # Ok(()) }
 //! ```
 
@@ -301,7 +302,40 @@ struct Created {
     files: Vec<PathBuf>,
 }
 
-/// The result directory of one run, locked for this process. See the [module docs](self).
+/// A result directory: the files of one run (result files, resume ledger, metrics), owned by
+/// one process at a time.
+///
+/// [`ResultDir::create`] starts a new run in a directory and [`ResultDir::resume`] continues
+/// the run recorded there; both take an exclusive lock for as long as the `ResultDir` (or a
+/// distributor built with [`DistributorBuilder::result_dir`]) lives. A resume checks that the
+/// directory holds a run of the same spec, seed and shard, reads the ledger and repairs every
+/// result file so that it holds exactly the rows of the variants the ledger records.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use taskdist::distributor::{Distributor, Selection, Workload};
+/// use taskdist::tasksets::Spec;
+/// use taskdist::{HandlerKind, ResultDir, ResumeOptions};
+///
+/// let workload = Workload::new(Spec::load("hey-priorities")?);
+/// let selection = Selection { limit: Some(100), shard: None };
+/// let mut dir = if std::path::Path::new("results/ledger").exists() {
+///     ResultDir::resume("results", &workload, selection, ResumeOptions::default())?
+/// } else {
+///     ResultDir::create("results", &workload, selection)?
+/// };
+/// let mut d = Distributor::builder()
+///     .hosts(["127.0.0.2"])?
+///     .selection(selection)
+///     .result_dir(&mut dir, &[HandlerKind::Csv])?
+///     .build()?;
+/// d.start(workload).await?;
+/// d.wait().await?;
+/// let metrics = d.metrics();
+/// d.close().await?;
+/// dir.write_metrics(&metrics)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ResultDir {
     path: PathBuf,
