@@ -16,6 +16,11 @@ pub mod distributor;
 pub mod sim;
 pub mod target;
 
+mod result_dir;
+pub use result_dir::{
+    HandlerKind, ResultDir, ResultDirError, ResumeOptions, LOCK_FILE, METRICS_FILE,
+};
+
 pub use taskdist_handlers as handlers;
 pub use taskdist_tasksets as tasksets;
 pub use taskdist_tasksets::{AdmissionControl, Goal, Task, TaskSet};

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(cli::EXIT_RUNTIME);
         }
     };
     let result = rt.block_on(async move {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }

@@ -8,19 +8,17 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskdist::discovery::HostPool;
 use taskdist::distributor::{
-    run_fingerprint, Distributor, DistributorError, Ledger, Metrics, ProbeKind, RangeSet,
-    Selection, Workload, DEFAULT_PORT, LEDGER_FILE,
-};
-use taskdist::handlers::{
-    ConsoleHandler, CsvHandler, EventHandler, JsonlHandler, SqliteHandler, EVENTS_FILE, JOBS_FILE,
-    JSONL_FILE, SQLITE_FILE, TASKS_FILE, VARIANTS_FILE,
+    Distributor, DistributorError, Metrics, ProbeKind, Selection, Workload, DEFAULT_PORT,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
+use taskdist::{HandlerKind as LibHandlerKind, ResultDir, ResumeOptions};
+
+use super::{UsageError, EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
 use taskdist::target::{Binaries, Dialect, SessionConfig};
 use taskdist::tasksets::{AdmissionControl, Spec};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +52,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
 
+    /// With --resume: run the variants recorded as bad again (their earlier rows are
+    /// replaced).
+    #[arg(long, requires = "resume")]
+    pub retry_bad: bool,
+
     /// Result handlers to write (repeatable; giving any replaces the default csv + console).
     #[arg(long = "handler", value_enum, default_values_t = [HandlerKind::Csv, HandlerKind::Console])]
     pub handlers: Vec<HandlerKind>,
@@ -78,11 +81,11 @@ pub struct RunArgs {
     pub probe: Option<ProbeKind>,
 
     /// Failed attempts after which a variant is recorded as bad.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse_attempts)]
     pub attempts: u32,
 
     /// Process at most this many variants (of this shard).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_limit)]
     pub limit: Option<u64>,
 
     /// Process only variants whose index % N == K, written K/N (e.g. 0/4).
@@ -158,6 +161,34 @@ pub enum HandlerKind {
     Console,
 }
 
+impl From<HandlerKind> for LibHandlerKind {
+    fn from(k: HandlerKind) -> Self {
+        match k {
+            HandlerKind::Csv => LibHandlerKind::Csv,
+            HandlerKind::Jsonl => LibHandlerKind::Jsonl,
+            HandlerKind::Sqlite => LibHandlerKind::Sqlite,
+            HandlerKind::Console => LibHandlerKind::Console,
+        }
+    }
+}
+
+fn at_least_one(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("expected at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?}: expected a whole number, at least 1")),
+    }
+}
+
+fn parse_limit(s: &str) -> Result<u64, String> {
+    at_least_one(s)
+}
+
+fn parse_attempts(s: &str) -> Result<u32, String> {
+    let n = at_least_one(s)?;
+    u32::try_from(n).map_err(|_| format!("{s}: expected at most {}", u32::MAX))
+}
+
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let (k, n) = s
         .split_once('/')
@@ -209,70 +240,86 @@ fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {
     }
 }
 
-/// Run `taskdist run`.
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// Everything `taskdist run` needs, checked before the result directory is touched.
+struct Plan {
+    workload: Workload,
+    selection: Selection,
+    binaries: Binaries,
+    kinds: Vec<LibHandlerKind>,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Check every argument; nothing is written here.
+fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     let spec = Spec::load(&args.taskset)?;
     let mut workload = Workload::new(spec.clone());
     workload.admission = spec.admission();
     if let Some(path) = &args.admission {
-        workload.admission = Some(load_admission(path)?);
+        workload.admission = Some(load_admission(path).map_err(|e| usage(format!("{e:#}")))?);
     }
-    let selection = Selection {
-        limit: args.limit,
-        shard: args.shard,
-    };
+    if workload.admission.is_some() && !args.dialect.has_optimize() {
+        return Err(usage(format!(
+            "admission-control data (from {}) needs --dialect v1; {} targets have no OPTIMIZE",
+            args.admission
+                .as_ref()
+                .map_or_else(|| "the spec".to_owned(), |p| p.display().to_string()),
+            args.dialect
+        )));
+    }
     if args.simulate.is_some() && !args.hosts.is_empty() {
-        bail!("give either HOSTS or --simulate N, not both");
+        return Err(usage("give either HOSTS or --simulate N, not both"));
     }
     if args.simulate.is_none() && args.hosts.is_empty() {
-        bail!("no targets: give HOSTS (addresses or CIDR ranges) or --simulate N");
+        return Err(usage(
+            "no targets: give HOSTS (addresses or CIDR ranges) or --simulate N",
+        ));
     }
     if let Some(n) = args.simulate {
         if n == 0 || n > 250 {
-            bail!("--simulate {n}: expected 1 to 250 simulated targets");
+            return Err(usage(format!(
+                "--simulate {n}: expected 1 to 250 simulated targets"
+            )));
         }
     } else {
-        // Check every host item before anything is created or sent.
         HostPool::parse(&args.hosts, args.port)?;
     }
     let binaries = match &args.binaries {
-        Some(dir) => Binaries::from_dir(dir)?,
+        Some(dir) => Binaries::from_dir(dir).map_err(|e| usage(e.to_string()))?,
         None => Binaries::synthetic(),
     };
-    let (out, resume) = match &args.resume {
-        Some(dir) => (dir.clone(), true),
-        None => (args.out.clone(), false),
-    };
-    if !resume {
-        refuse_earlier_run(&out)?;
-    }
-
-    // On resume, the result files keep only rows of variants the ledger records as done.
-    let done = if resume {
-        let fp = run_fingerprint(&workload, selection);
-        let (_, done) = Ledger::resume(&out, &fp)?;
-        done
-    } else {
-        RangeSet::default()
-    };
-    let is_done = |i: u64| done.contains(i);
-    if let Some(planned) = selection.planned(workload.source.variant_count()) {
-        if resume && done.count() >= planned {
-            eprintln!(
-                "nothing to do: all {planned} variants of {} already have an outcome",
-                out.display()
-            );
-            return Ok(ExitCode::SUCCESS);
+    // Each handler once, in the order given (a repeated --handler is not a second writer).
+    let mut kinds = Vec::new();
+    for k in &args.handlers {
+        let k = LibHandlerKind::from(*k);
+        if !kinds.contains(&k) {
+            kinds.push(k);
         }
     }
+    Ok(Plan {
+        workload,
+        selection: Selection {
+            limit: args.limit,
+            shard: args.shard,
+        },
+        binaries,
+        kinds,
+    })
+}
 
-    // Simulated targets, if asked for.
-    let mut cluster = None;
-    let mut hosts = args.hosts.clone();
-    let mut port = args.port;
+/// Run `taskdist run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan(&args)?;
     let mut session = SessionConfig::for_dialect(args.dialect);
     session.silence_margin = Duration::from_secs(args.silence);
     session.drain_window = Duration::from_millis(args.drain_window_ms);
+
+    // Simulated targets, if asked for (nothing is written for them).
+    let mut cluster = None;
+    let mut hosts = args.hosts.clone();
+    let mut port = args.port;
     if let Some(n) = args.simulate {
         let cfg = SimConfig {
             dialect: args.dialect,
@@ -286,18 +333,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         port = c.addrs().first().map_or(port, |a| a.port());
         cluster = Some(c);
     }
-
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
     let mut builder = Distributor::builder()
         .port(port)
         .hosts(&hosts)?
         .session(session)
-        .binaries(binaries)
+        .binaries(plan.binaries)
         .attempts(args.attempts)
         .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
-        .selection(selection)
-        .ledger(&out, resume)
+        .selection(plan.selection)
         .command(std::env::args().collect());
     if let Some(p) = args.probe {
         builder = builder.probe(p);
@@ -307,36 +350,52 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(cmd) = &args.recovery_cmd {
         builder = builder.recovery_cmd(cmd.clone());
     }
-    // Each handler once, in the order given (a repeated --handler is not a second writer).
-    let mut kinds: Vec<HandlerKind> = Vec::new();
-    for k in &args.handlers {
-        if !kinds.contains(k) {
-            kinds.push(*k);
+
+    // The result directory: locked, checked, and on resume repaired.
+    let mut dir = match &args.resume {
+        Some(path) => {
+            let opts = if args.retry_bad {
+                ResumeOptions::retry_bad()
+            } else {
+                ResumeOptions::default()
+            };
+            ResultDir::resume(path, &plan.workload, plan.selection, opts)?
         }
-    }
-    for kind in &kinds {
-        let h: Box<dyn EventHandler> = match (kind, resume) {
-            (HandlerKind::Csv, false) => Box::new(CsvHandler::create(&out)?),
-            (HandlerKind::Csv, true) => Box::new(CsvHandler::resume(&out, &is_done)?),
-            (HandlerKind::Jsonl, false) => Box::new(JsonlHandler::create(out.join(JSONL_FILE))?),
-            (HandlerKind::Jsonl, true) => {
-                Box::new(JsonlHandler::resume(out.join(JSONL_FILE), &is_done)?)
+        None => ResultDir::create(&args.out, &plan.workload, plan.selection)?,
+    };
+    let out = dir.path().to_path_buf();
+    if dir.is_resumed() && dir.first_missing().is_none() {
+        let bad = dir.has_bad();
+        eprintln!(
+            "nothing to do: every selected variant of {} already has an outcome{}",
+            out.display(),
+            if bad {
+                " (some are bad: run them again with --retry-bad)"
+            } else {
+                ""
             }
-            (HandlerKind::Sqlite, false) => Box::new(SqliteHandler::create(out.join(SQLITE_FILE))?),
-            (HandlerKind::Sqlite, true) => {
-                Box::new(SqliteHandler::resume(out.join(SQLITE_FILE), &is_done)?)
-            }
-            (HandlerKind::Console, _) => Box::new(ConsoleHandler::stderr()),
-        };
-        builder = builder.boxed_handler(h);
+        );
+        return Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }));
     }
-    let mut d = builder.build()?;
-    d.start(workload).await?;
-    if resume {
+    let started = async {
+        let mut d = builder.result_dir(&mut dir, &plan.kinds)?.build()?;
+        d.start(plan.workload).await?;
+        anyhow::Ok(d)
+    }
+    .await;
+    let mut d = match started {
+        Ok(d) => d,
+        Err(e) => {
+            dir.abandon();
+            return Err(e);
+        }
+    };
+    dir.keep();
+    if dir.is_resumed() {
         tracing::info!(
             "resuming {}: {} variants already have an outcome",
             out.display(),
-            done.count()
+            dir.outcomes().count()
         );
     }
 
@@ -368,13 +427,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         c.shutdown().await;
     }
     let snapshot = metrics.snapshot();
-    let metrics_file = out.join("metrics.json");
-    let json = serde_json::to_string_pretty(&snapshot).context("cannot encode the metrics")?;
-    std::fs::write(&metrics_file, json + "\n")
-        .with_context(|| format!("cannot write {}", metrics_file.display()))?;
+    dir.write_metrics(&snapshot)?;
     if verbose {
         if !snapshot.targets.is_empty() {
-            if kinds.contains(&HandlerKind::Console) {
+            if plan.kinds.contains(&LibHandlerKind::Console) {
                 eprint!("targets:\n{}", snapshot.targets_report());
             } else {
                 eprint!("{}", snapshot.report());
@@ -388,43 +444,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             waited.as_secs(),
             resume_command(&out)
         );
-        return Ok(ExitCode::from(4));
+        return Ok(ExitCode::from(EXIT_GAVE_UP));
     }
     if totals.interrupted {
         eprintln!(
             "run interrupted: continue it with `{}`",
             resume_command(&out)
         );
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    Ok(if totals.bad > 0 {
-        ExitCode::from(1)
+    Ok(ExitCode::from(if totals.bad > 0 || dir.has_bad() {
+        EXIT_BAD
     } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// Refuse an output directory that holds results of an earlier run.
-fn refuse_earlier_run(out: &Path) -> anyhow::Result<()> {
-    let names = [
-        LEDGER_FILE,
-        EVENTS_FILE,
-        VARIANTS_FILE,
-        JOBS_FILE,
-        TASKS_FILE,
-        JSONL_FILE,
-        SQLITE_FILE,
-    ];
-    if let Some(found) = names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
-        bail!(
-            "{} already holds results of an earlier run ({} exists): choose another --out \
-             directory, or continue that run with `taskdist run TASKSET ... --resume {}`",
-            out.display(),
-            found.display(),
-            out.display()
-        );
-    }
-    Ok(())
+        EXIT_OK
+    }))
 }
 
 /// The command line of this run with `--out DIR` replaced by `--resume DIR`.

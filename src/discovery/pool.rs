@@ -60,6 +60,15 @@ pub enum PoolError {
     /// No item was given at all.
     #[error("no host ranges given; expected at least one address or CIDR range")]
     Empty,
+    /// A CIDR range has bits set after its prefix (`127.0.4.0/20`), so it is not clear which
+    /// range was meant.
+    #[error("{item} has host bits set; did you mean {meant}?")]
+    HostBits {
+        /// The range as given.
+        item: String,
+        /// The range with the host bits cleared.
+        meant: String,
+    },
 }
 
 /// Address family of an interval.
@@ -320,12 +329,12 @@ fn parse_item(item: &str, default_port: u16) -> Result<Span, PoolError> {
         return Ok(single(sa.ip(), sa.port()));
     }
     // bare address or CIDR range
-    if let Some(span) = parse_range(item, default_port) {
+    if let Some(span) = parse_range(item, default_port)? {
         return Ok(span);
     }
     // [address] or [range] without a port
     if let Some(inner) = item.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return parse_range(inner, default_port).ok_or_else(syntax);
+        return parse_range(inner, default_port)?.ok_or_else(syntax);
     }
     // range:port, [range]:port
     let (range, port) = if let Some(rest) = item.strip_prefix('[') {
@@ -345,7 +354,7 @@ fn parse_item(item: &str, default_port: u16) -> Result<Span, PoolError> {
             item: item.to_string(),
         });
     }
-    parse_range(range, port).ok_or_else(syntax)
+    parse_range(range, port)?.ok_or_else(syntax)
 }
 
 /// Why an item that looks like `address/prefix` is wrong, for the error message.
@@ -382,14 +391,25 @@ fn single(ip: IpAddr, port: u16) -> Span {
 }
 
 /// Parses `addr` or `addr/prefix`; applies the network/broadcast rule of the module docs.
-fn parse_range(text: &str, port: u16) -> Option<Span> {
+/// `Ok(None)`: not an address or range; an error: a range with host bits set.
+fn parse_range(text: &str, port: u16) -> Result<Option<Span>, PoolError> {
     if !text.contains('/') {
-        let ip: IpAddr = text.parse().ok()?;
-        return Some(single(ip, port));
+        let Ok(ip) = text.parse::<IpAddr>() else {
+            return Ok(None);
+        };
+        return Ok(Some(single(ip, port)));
     }
-    let net: IpNetwork = text.parse().ok()?;
+    let Ok(net) = text.parse::<IpNetwork>() else {
+        return Ok(None);
+    };
     let prefix = net.prefix();
-    match net {
+    if net.ip() != net.network() {
+        return Err(PoolError::HostBits {
+            item: text.to_owned(),
+            meant: format!("{}/{prefix}", net.network()),
+        });
+    }
+    Ok(match net {
         IpNetwork::V4(n) => {
             let host_bits = 32 - u32::from(prefix);
             let base = u32::from(n.network()) as u128;
@@ -422,7 +442,7 @@ fn parse_range(text: &str, port: u16) -> Option<Span> {
                 last,
             })
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -471,9 +491,23 @@ mod tests {
     }
 
     #[test]
-    fn non_canonical_cidr_uses_its_network() {
-        let pool = HostPool::parse(["10.0.0.77/30"], 1).expect("valid");
-        assert_eq!(addrs(&pool), ["10.0.0.77:1", "10.0.0.78:1"]);
+    fn cidr_with_host_bits_is_refused_naming_the_network() {
+        let err = HostPool::parse(["127.0.4.0/20"], 1).expect_err("host bits set");
+        assert_eq!(
+            err.to_string(),
+            "127.0.4.0/20 has host bits set; did you mean 127.0.0.0/20?"
+        );
+        for item in ["10.0.0.77/30:4000", "[fd00::5/120]", "[fd00::5/120]:4000"] {
+            let err = HostPool::parse([item], 1).expect_err(item);
+            assert!(matches!(err, PoolError::HostBits { .. }), "{item}: {err}");
+        }
+        let err = HostPool::parse(["fd00::5/120"], 1).expect_err("v6 host bits");
+        assert!(
+            err.to_string().contains("did you mean fd00::/120?"),
+            "{err}"
+        );
+        // The network itself and a /32 are fine.
+        HostPool::parse(["127.0.0.0/20", "10.0.0.7/32"], 1).expect("valid");
     }
 
     #[test]

@@ -35,8 +35,8 @@ struct RunCtx {
     queue: WorkQueue,
     fanout: FanoutSender,
     metrics: Arc<Metrics>,
-    /// Indices with an outcome whose rows are not yet flushed and recorded in the ledger.
-    unrecorded: Mutex<Vec<u64>>,
+    /// Outcomes `(index, bad)` whose rows are not yet flushed and recorded in the ledger.
+    unrecorded: Mutex<Vec<(u64, bool)>>,
     /// Binaries sent to each target since its last (assumed) boot.
     sent: Mutex<HashMap<SocketAddr, HashSet<String>>>,
     /// First fatal error (a handler failed); stops the run.
@@ -65,11 +65,11 @@ impl RunCtx {
     }
 
     /// The variant has its outcome and its rows were handed to the handlers.
-    fn outcome(&self, index: u64) {
+    fn outcome(&self, index: u64, bad: bool) {
         self.unrecorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(index);
+            .push((index, bad));
         self.queue.complete(index);
     }
 }
@@ -319,7 +319,7 @@ async fn record(
                 return Ok(());
             }
             if let Some(l) = ledger.as_mut() {
-                l.append(&mut batch)?;
+                l.append_outcomes(&mut batch)?;
             }
         }
         if last {
@@ -501,7 +501,7 @@ async fn run_one(
             }
             ctx.metrics.events.fetch_add(n, Ordering::Relaxed);
             ctx.metrics.done.fetch_add(1, Ordering::Relaxed);
-            ctx.outcome(job.index);
+            ctx.outcome(job.index, false);
             Ok(())
         }
         Err(TargetError::Cancelled) => {
@@ -578,7 +578,7 @@ async fn bad(
         .await;
     if sent {
         ctx.metrics.bad.fetch_add(1, Ordering::Relaxed);
-        ctx.outcome(id.variant);
+        ctx.outcome(id.variant, true);
     }
 }
 

@@ -242,7 +242,7 @@ impl SimCluster {
         }
         if let Some(p) = cfg.faults.plans.iter().find(|p| p.host >= count) {
             return Err(SimError::Invalid(format!(
-                "fault {:?} names host {}, but the cluster has hosts 0 to {}",
+                "fault {} names host {}, but the cluster has hosts 0 to {}",
                 p.kind,
                 p.host,
                 count - 1

@@ -53,5 +53,5 @@ pub use model::{
     parse_quota, quota_text, Task, TaskSet, ValidationError, MAX_PKG_LEN, MAX_PRIORITY,
 };
 pub use space::{SpaceLen, VariantError, VariantSpace, Variants};
-pub use spec::{Spec, SpecError};
+pub use spec::{Spec, SpecError, MAX_SPEC_BYTES};
 pub use xml::XmlError;

@@ -57,6 +57,24 @@ pub enum SpecError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The spec path is not a regular file (a directory, FIFO, device, ...).
+    #[error("spec file {}: not a regular file ({kind}); expected a TOML file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The spec file is larger than [`MAX_SPEC_BYTES`].
+    #[error("spec file {}: {size} bytes, more than the limit of {limit} bytes for a spec", path.display())]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size in bytes (at least this many).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Neither a catalog entry nor a file has this name.
     #[error(
         "{name:?} is neither a catalog spec nor a readable file; catalog specs: {}",
@@ -123,10 +141,7 @@ impl Spec {
     /// Read and parse a spec file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_spec_file(path)?;
         let mut spec = Spec::from_toml_str(&text, &path.display().to_string())?;
         if spec.name == spec.origin {
             if let Some(stem) = path.file_stem() {
@@ -136,7 +151,8 @@ impl Spec {
         Ok(spec)
     }
 
-    /// Load a catalog spec by name, or else a spec file by path. When neither exists the error
+    /// Load a catalog spec by name, or else a spec file by path (a regular file of at most
+    /// [`MAX_SPEC_BYTES`]). When neither exists the error
     /// lists the catalog's names.
     pub fn load(name_or_path: &str) -> Result<Spec, SpecError> {
         if let Some(entry) = crate::catalog::get(name_or_path) {
@@ -981,4 +997,75 @@ fn text_attr(
             TextAttr::Int(attr)
         }
     })
+}
+
+/// Largest spec file read, in bytes (1 MiB); a spec is a short TOML text.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Read a spec file: only a regular file (a FIFO would block, a device might never end), and
+/// at most [`MAX_SPEC_BYTES`].
+fn read_spec_file(path: &Path) -> Result<String, SpecError> {
+    use std::io::Read;
+    let io = |source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else {
+            file_kind(&ft)
+        };
+        return Err(SpecError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let too_large = |size| SpecError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: MAX_SPEC_BYTES,
+    };
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    // The file may be replaced or grow between the check and the read: read at most one byte
+    // more than the limit.
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: {e}"),
+        ))
+    })
+}
+
+#[cfg(unix)]
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn file_kind(_ft: &std::fs::FileType) -> &'static str {
+    "not a regular file"
 }
