@@ -99,7 +99,9 @@ fn interrupt_then_resume(signal: libc::c_int) {
     assert_eq!(words.first(), Some(&"taskdist"), "`{cmd}`");
     let out_text = out.display().to_string();
     assert!(
-        words.windows(2).any(|w| w == ["--resume", out_text.as_str()]),
+        words
+            .windows(2)
+            .any(|w| w == ["--resume", out_text.as_str()]),
         "`{cmd}` does not resume {out_text}"
     );
     assert!(!words.contains(&"--out"), "`{cmd}` still names --out");

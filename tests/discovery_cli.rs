@@ -113,7 +113,11 @@ fn icmp_discover_of_loopback_addresses() {
     if common::privileged::need(
         "icmp_discover_of_loopback_addresses",
         "an ICMP socket",
-        if no_socket { Err(stderr.trim()) } else { Ok(()) },
+        if no_socket {
+            Err(stderr.trim())
+        } else {
+            Ok(())
+        },
     )
     .is_none()
     {

@@ -205,8 +205,7 @@ async fn icmp_probe_of_ipv6_loopback() {
     let _turn = ICMP_TURN.lock().await;
     // Skipped only when the loopback has no IPv6 at all; with ::1 there, any probe error
     // is a failure.
-    if common::privileged::need(test, "IPv6 on ::1", common::privileged::ipv6_loopback())
-        .is_none()
+    if common::privileged::need(test, "IPv6 on ::1", common::privileged::ipv6_loopback()).is_none()
     {
         return;
     }
@@ -215,7 +214,10 @@ async fn icmp_probe_of_ipv6_loopback() {
     };
     let pool = HostPool::parse(["::1"], 1).expect("valid pool");
     let report = sweep(&pool, prober, &SweepConfig::default()).await;
-    assert!(report.first_error.is_none(), "probe of ::1 failed: {report:?}");
+    assert!(
+        report.first_error.is_none(),
+        "probe of ::1 failed: {report:?}"
+    );
     assert_eq!(report.up.len(), 1, "{report:?}");
     assert_eq!(report.up[0].ip(), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]));
 }

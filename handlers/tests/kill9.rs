@@ -144,7 +144,10 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
     }
     // The child must still be writing when it is killed, or the test proves nothing.
     let early = child.try_wait().unwrap();
-    assert!(early.is_none(), "the child ended before the kill: {early:?}");
+    assert!(
+        early.is_none(),
+        "the child ended before the kill: {early:?}"
+    );
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
@@ -176,12 +179,24 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
         done.len()
     );
     assert!(todo_count > 0);
-    write_variants(dir, &mut csv, &mut jsonl, &mut db, todo.into_iter(), 2, None);
+    write_variants(
+        dir,
+        &mut csv,
+        &mut jsonl,
+        &mut db,
+        todo.into_iter(),
+        2,
+        None,
+    );
 
     // The ledger now names every variant exactly once, like the outputs below.
     let mut all = ledger_lines(dir);
     all.sort_unstable();
-    assert_eq!(all, (0..VARIANTS).collect::<Vec<_>>(), "ledger not exactly once");
+    assert_eq!(
+        all,
+        (0..VARIANTS).collect::<Vec<_>>(),
+        "ledger not exactly once"
+    );
 
     // CSV: one variants.csv row per variant, 63 events with seq 0..62 per done variant.
     let mut rows: HashMap<u64, u32> = HashMap::new();

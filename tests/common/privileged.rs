@@ -52,10 +52,11 @@ pub fn need<T, E: Display>(test: &str, what: &str, got: Result<T, E>) -> Option<
             Some(v)
         }
         Err(e) => {
-            let line = format!("SKIP {test}: needs {what}: {e}");
+            let missing = format!("{test} needs {what}: {e}");
             if required() {
-                panic!("{line}\n({REQUIRE_ENV}=1: a privileged test must run, not skip)");
+                panic!("{missing}\n({REQUIRE_ENV}=1: a privileged test must run, not skip)");
             }
+            let line = format!("SKIP {missing}");
             // Straight to file descriptor 2: `eprintln!` would be captured and hidden.
             let _ = writeln!(
                 std::io::stderr().lock(),
