@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ fn interrupt_then_resume(signal: libc::c_int) {
     check_exactly_once(&out, done_at_stop);
 }
 
-fn check_exactly_once(out: &PathBuf, ledger_at_stop: usize) {
+fn check_exactly_once(out: &Path, ledger_at_stop: usize) {
     let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
