@@ -21,6 +21,12 @@ pub use result_dir::{
     HandlerKind, ResultDir, ResultDirError, ResumeOptions, LOCK_FILE, METRICS_FILE,
 };
 
+/// The README's Rust examples, compiled (and, unless marked `no_run`, run) by
+/// `cargo test --doc`, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use taskdist_handlers as handlers;
 pub use taskdist_tasksets as tasksets;
 pub use taskdist_tasksets::{AdmissionControl, Goal, Task, TaskSet};

@@ -44,7 +44,43 @@ fn limit_and_shard_select_the_documented_variants() {
     // The other handlers wrote the same variants.
     let jsonl = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(jsonl.matches("\"record\":\"variant\"").count(), 5);
-    assert!(out.join("results.sqlite").metadata().unwrap().len() > 0);
+    // SQLite holds the same variants, and as many event and job rows as the CSV files.
+    let db = rusqlite::Connection::open_with_flags(
+        out.join("results.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let count = |sql: &str| -> u64 {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let mut db_variants: Vec<u64> = db
+        .prepare("SELECT variant FROM variants ORDER BY variant")
+        .unwrap()
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|v| v.unwrap().try_into().unwrap())
+        .collect();
+    db_variants.dedup();
+    assert_eq!(db_variants, vec![1, 4, 7, 10, 13]);
+    assert_eq!(count("SELECT count(*) FROM variants"), 5);
+    let csv_events = taskdist::handlers::reader::read_events(out.join("events.csv"))
+        .unwrap()
+        .count() as u64;
+    assert!(csv_events > 0);
+    assert_eq!(count("SELECT count(*) FROM events"), csv_events);
+    let csv_jobs = taskdist::handlers::reader::read_jobs(out.join("jobs.csv"))
+        .unwrap()
+        .count() as u64;
+    assert!(csv_jobs > 0);
+    assert_eq!(count("SELECT count(*) FROM jobs"), csv_jobs);
+    let csv_tasks = taskdist::handlers::reader::read_tasks(out.join("tasks.csv"))
+        .unwrap()
+        .count() as u64;
+    assert!(csv_tasks >= 5, "every variant has a task: {csv_tasks}");
+    assert_eq!(count("SELECT count(*) FROM tasks"), csv_tasks);
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["planned_variants"], 5);

@@ -1,5 +1,7 @@
 //! `taskdist discover` end to end (loopback only).
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
@@ -107,8 +109,18 @@ fn absurd_ranges_and_bad_items_are_refused_before_probing() {
 fn icmp_discover_of_loopback_addresses() {
     let out = taskdist(&["discover", "127.0.7.0/28", "--sort"]);
     let stderr = text(&out.stderr);
-    if out.status.code() == Some(2) && stderr.contains("ICMP") {
-        eprintln!("SKIP icmp_discover_of_loopback_addresses: {stderr}");
+    let no_socket = out.status.code() == Some(2) && stderr.contains("ICMP");
+    if common::privileged::need(
+        "icmp_discover_of_loopback_addresses",
+        "an ICMP socket",
+        if no_socket {
+            Err(stderr.trim())
+        } else {
+            Ok(())
+        },
+    )
+    .is_none()
+    {
         return;
     }
     assert!(out.status.success(), "{stderr}");

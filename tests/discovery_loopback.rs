@@ -1,5 +1,8 @@
 //! Discovery against loopback only (127.0.0.0/8): every address there answers ICMP echo on
-//! Linux, and TCP listeners can bind any of them.
+//! Linux, and TCP listeners can bind any of them. The ICMP tests need a raw ICMP socket
+//! (root or CAP_NET_RAW): see `common::privileged` for what happens without one.
+
+mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,15 +21,14 @@ use tokio_util::sync::CancellationToken;
 /// measures its own sweep only.
 static ICMP_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Opens the ICMP prober, or explains why this test is skipped.
+/// Opens the ICMP prober, or skips (fails under `TASKDIST_REQUIRE_PRIVILEGED=1`).
 fn icmp_or_skip(test: &str) -> Option<Arc<IcmpProber>> {
-    match IcmpProber::open(IcmpConfig::default()) {
-        Ok(p) => Some(Arc::new(p)),
-        Err(e) => {
-            eprintln!("SKIP {test}: ICMP sockets are not available here ({e})");
-            None
-        }
-    }
+    common::privileged::need(
+        test,
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig::default()),
+    )
+    .map(Arc::new)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,12 +57,15 @@ async fn icmp_with_the_kernel_default_buffer_still_finds_everything() {
     // Where the receive buffer cannot be enlarged (no root, small net.core.rmem_max) and no
     // filter is installed, the default window shrinks to what the buffer holds, and the sweep
     // must still find every address.
-    let Ok(prober) = IcmpProber::open(IcmpConfig {
-        recv_buffer_bytes: None,
-        filter_echo_replies: false,
-        ..IcmpConfig::default()
-    }) else {
-        eprintln!("SKIP: ICMP sockets are not available here");
+    let Some(prober) = common::privileged::need(
+        "icmp_with_the_kernel_default_buffer_still_finds_everything",
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig {
+            recv_buffer_bytes: None,
+            filter_echo_replies: false,
+            ..IcmpConfig::default()
+        }),
+    ) else {
         return;
     };
     let pool = HostPool::parse(["127.2.0.0/20"], 3001).expect("valid pool");
@@ -196,16 +201,23 @@ async fn a_host_whose_session_failed_goes_to_backoff_and_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn icmp_probe_of_ipv6_loopback() {
+    let test = "icmp_probe_of_ipv6_loopback";
     let _turn = ICMP_TURN.lock().await;
-    let Some(prober) = icmp_or_skip("icmp_probe_of_ipv6_loopback") else {
+    // Skipped only when the loopback has no IPv6 at all; with ::1 there, any probe error
+    // is a failure.
+    if common::privileged::need(test, "IPv6 on ::1", common::privileged::ipv6_loopback()).is_none()
+    {
+        return;
+    }
+    let Some(prober) = icmp_or_skip(test) else {
         return;
     };
     let pool = HostPool::parse(["::1"], 1).expect("valid pool");
     let report = sweep(&pool, prober, &SweepConfig::default()).await;
-    if report.first_error.is_some() {
-        eprintln!("SKIP icmp_probe_of_ipv6_loopback: no IPv6 here ({report:?})");
-        return;
-    }
-    assert_eq!(report.up.len(), 1);
+    assert!(
+        report.first_error.is_none(),
+        "probe of ::1 failed: {report:?}"
+    );
+    assert_eq!(report.up.len(), 1, "{report:?}");
     assert_eq!(report.up[0].ip(), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]));
 }

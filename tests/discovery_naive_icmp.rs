@@ -3,6 +3,8 @@
 //! ignored by default because it measures (its loss counts depend on the machine), except for
 //! the assertion that the engineered prober finds every address.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +54,11 @@ async fn shared_client(third: u8) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn naive_loops_lose_replies_the_prober_does_not() {
-    let Ok(prober) = IcmpProber::open(IcmpConfig::default()) else {
-        eprintln!("SKIP: no ICMP socket");
+    let Some(prober) = common::privileged::need(
+        "naive_loops_lose_replies_the_prober_does_not",
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig::default()),
+    ) else {
         return;
     };
     let a = per_call_clients(1).await;

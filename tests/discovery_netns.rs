@@ -5,8 +5,11 @@
 //! the namespace (live hosts), some not (silent), and one configured address whose replies are
 //! blackholed by a policy route (a host behind a dropping firewall). Only addresses of that /24
 //! are probed. The lab is torn down by a Drop guard (routes first, then links, then the
-//! namespace), also when the test fails. Tests skip with a message when namespaces cannot be
-//! created (not root, no `ip`).
+//! namespace), also when the test fails. Without the rights to create namespaces (not root,
+//! no `ip`) or to open ICMP sockets, the tests skip visibly, or fail under
+//! `TASKDIST_REQUIRE_PRIVILEGED=1` (see `common::privileged`).
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -170,28 +173,19 @@ impl Drop for Lab {
 }
 
 fn lab_or_skip(test: &str, tag: char) -> Option<Lab> {
-    match Lab::new(tag) {
-        Ok(lab) => Some(lab),
-        Err(e) => {
-            eprintln!(
-                "SKIP {test}: cannot create a network namespace here ({e}); CI runs this as root"
-            );
-            None
-        }
-    }
+    common::privileged::need(test, "a network namespace (root)", Lab::new(tag))
 }
 
-fn icmp(timeout: Duration) -> Option<Arc<IcmpProber>> {
-    match IcmpProber::open(IcmpConfig {
-        timeout,
-        ..IcmpConfig::default()
-    }) {
-        Ok(p) => Some(Arc::new(p)),
-        Err(e) => {
-            eprintln!("SKIP: no ICMP socket ({e})");
-            None
-        }
-    }
+fn icmp(test: &str, timeout: Duration) -> Option<Arc<IcmpProber>> {
+    common::privileged::need(
+        test,
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig {
+            timeout,
+            ..IcmpConfig::default()
+        }),
+    )
+    .map(Arc::new)
 }
 
 fn sa(ip: Ipv4Addr) -> SocketAddr {
@@ -200,13 +194,11 @@ fn sa(ip: Ipv4Addr) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn icmp_sweep_of_a_namespace_finds_exactly_the_live_hosts() {
-    let Some(lab) = lab_or_skip(
-        "icmp_sweep_of_a_namespace_finds_exactly_the_live_hosts",
-        'a',
-    ) else {
+    let test = "icmp_sweep_of_a_namespace_finds_exactly_the_live_hosts";
+    let Some(lab) = lab_or_skip(test, 'a') else {
         return;
     };
-    let Some(prober) = icmp(Duration::from_millis(500)) else {
+    let Some(prober) = icmp(test, Duration::from_millis(500)) else {
         return;
     };
     for host in [2, 3, 5, 9, 200] {
@@ -233,10 +225,11 @@ async fn next(changes: &mut tokio::sync::mpsc::Receiver<HostChange>) -> Option<H
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_namespace_hosts_come_up_go_down_and_return() {
-    let Some(lab) = lab_or_skip("watched_namespace_hosts_come_up_go_down_and_return", 'b') else {
+    let test = "watched_namespace_hosts_come_up_go_down_and_return";
+    let Some(lab) = lab_or_skip(test, 'b') else {
         return;
     };
-    let Some(prober) = icmp(Duration::from_millis(300)) else {
+    let Some(prober) = icmp(test, Duration::from_millis(300)) else {
         return;
     };
     let pool = HostPool::parse([format!("198.18.{}.8/29", lab.net)], 3001).expect("valid pool");

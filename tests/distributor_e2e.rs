@@ -71,6 +71,31 @@ async fn single_taskset_through_the_api() {
     assert_eq!(rec.seen().finished[&0][0].1, 4 * 2 + 1);
 }
 
+/// Six variants of a task that needs 150 ms per 100 ms period, next to a light one: the v1
+/// admission test rejects the heavy task (its jobs end NOT_SCHEDULED) only when the target got
+/// admission-control data.
+fn overloaded_spec() -> taskdist::tasksets::Spec {
+    let text = r#"
+name = "overload"
+description = "a task the admission test must reject"
+seed = 7
+
+[[task]]
+pkg = "hey"
+period_ms = { from = 100, to = 105 }
+numberofjobs = 3
+priority = 3
+
+[[task]]
+pkg = "hey"
+period_ms = 100
+executiontime_ms = 150
+numberofjobs = 2
+priority = 5
+"#;
+    taskdist::tasksets::Spec::from_toml_str(text, "overload-spec").expect("test spec parses")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_data_is_refused_for_v3_and_delivered_to_v1() {
     let ac = AdmissionControl {
@@ -90,21 +115,49 @@ async fn admission_data_is_refused_for_v3_and_delivered_to_v1() {
         ..SimConfig::default()
     };
     let sim = cluster(2, [127, 0, 12, 10], cfg).await;
+
+    // Without admission data, a v1 target runs the heavy task (no NOT_SCHEDULED).
+    let plain = Recorder::default();
+    let mut d = builder(&sim)
+        .dialect(Dialect::V1)
+        .handler(plain.clone())
+        .build()
+        .unwrap();
+    d.start(overloaded_spec()).await.unwrap();
+    let s = d.wait().await.unwrap();
+    d.close().await.unwrap();
+    assert_eq!((s.done, s.bad), (6, 0), "{s:?}");
+    {
+        let seen = plain.seen();
+        seen.assert_exactly_once(6);
+        let rejected: usize = seen.not_scheduled.values().flatten().sum();
+        assert_eq!(rejected, 0, "admission test ran without admission data");
+    }
+
+    // Start, stop, and start again with admission-control data: the targets apply it.
     let rec = Recorder::default();
     let mut d = builder(&sim)
         .dialect(Dialect::V1)
         .handler(rec.clone())
         .build()
         .unwrap();
-    // Start, stop, and start again with admission-control data.
-    d.start(spec_with(6)).await.unwrap();
+    d.start(overloaded_spec()).await.unwrap();
     let first = d.stop().await.unwrap();
-    d.start_with(spec_with(6), ac).await.unwrap();
+    d.start_with(overloaded_spec(), ac).await.unwrap();
     let second = d.wait().await.unwrap();
-    assert_eq!(second.done + second.bad, 6, "first run: {first:?}");
     d.close().await.unwrap();
     sim.shutdown().await;
-    assert_eq!(rec.seen().runs, 2);
+    assert_eq!((second.done, second.bad), (6, 0), "first run: {first:?}");
+    let seen = rec.seen();
+    assert_eq!(seen.runs, 2);
+    for v in 0..6 {
+        // The last outcome of each variant is the second run's.
+        let rejected = *seen.not_scheduled[&v].last().unwrap();
+        assert_eq!(
+            rejected, 2,
+            "variant {v}: both jobs of the heavy task must be NOT_SCHEDULED"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +165,13 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let n = 300;
-    let sim = cluster(3, [127, 0, 13, 2], SimConfig::default()).await;
+    // The first run is slowed down (a variant takes tens of ms) so that it is certainly still
+    // going when it is stopped; the resume runs on a fast cluster.
+    let slow = SimConfig {
+        speed: taskdist::sim::Speed::Factor(20.0),
+        ..SimConfig::default()
+    };
+    let sim = cluster(3, [127, 0, 13, 2], slow).await;
 
     let mut d = builder(&sim)
         .handler(CsvHandler::create(&out).unwrap())
@@ -122,7 +181,7 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     d.start(spec_with(n)).await.unwrap();
     // Let part of the run happen, then stop it.
     let metrics = d.metrics_handle();
-    for _ in 0..2000 {
+    for _ in 0..6000 {
         if metrics.snapshot().done >= 20 {
             break;
         }
@@ -130,6 +189,13 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     }
     let first = d.stop().await.unwrap();
     d.close().await.unwrap();
+    sim.shutdown().await;
+    assert!(first.interrupted, "the stop did not interrupt: {first:?}");
+    assert!(
+        first.done >= 20 && first.done < u64::from(n),
+        "the first run must be cut in the middle: {first:?}"
+    );
+    let sim = cluster(3, [127, 0, 13, 2], SimConfig::default()).await;
 
     // A fresh distributor resumes the same directory.
     let (_, done) = taskdist::distributor::Ledger::resume(
@@ -153,6 +219,7 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
         u64::from(n),
         "{first:?} {second:?}"
     );
+    assert!(!second.interrupted, "{second:?}");
 
     let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
         .unwrap()
@@ -184,14 +251,20 @@ async fn stop_then_resume_from_the_ledger_loses_and_repeats_nothing() {
     sim.shutdown().await;
 }
 
+/// A fault that delays replies delays them this long: far beyond the reply timeout of
+/// [`fast_failing_builder`], so it is always detected, however loaded the machine.
+const SLOW_DELAY: Duration = Duration::from_secs(6);
+
+/// Detects faults within seconds, with timeouts that a healthy target on a loaded machine
+/// still meets (a spurious failure would only requeue, but could quarantine a healthy host).
 fn fast_failing_builder(sim: &SimCluster) -> taskdist::distributor::DistributorBuilder {
     use taskdist::discovery::{Backoff, MonitorConfig};
     use taskdist::target::SessionConfig;
     let session = SessionConfig {
-        connect_timeout: Duration::from_millis(500),
-        reply_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
+        reply_timeout: Duration::from_secs(2),
         liveness_interval: Duration::from_millis(200),
-        silence_margin: Duration::from_millis(500),
+        silence_margin: Duration::from_secs(2),
         ..SessionConfig::default()
     };
     let monitor = MonitorConfig {
@@ -217,7 +290,7 @@ async fn single_fault(kind: taskdist::sim::FaultKind, first: [u8; 4]) {
                 at_run: 0,
                 repeat: false,
             }],
-            slow_delay: Duration::from_secs(3),
+            slow_delay: SLOW_DELAY,
             ..FaultConfig::default()
         },
         ..SimConfig::default()
@@ -277,7 +350,7 @@ async fn chaos_run_every_variant_exactly_once() {
                 refuse: 0.0,
                 ..FaultRates::default()
             },
-            slow_delay: Duration::from_secs(3),
+            slow_delay: SLOW_DELAY,
             ..FaultConfig::default()
         },
         ..SimConfig::default()
@@ -406,8 +479,13 @@ async fn a_host_that_refuses_sessions_is_backed_off_not_quarantined_or_recovered
     use taskdist::distributor::TargetState;
     use taskdist::sim::{FaultConfig, FaultKind, FaultPlan};
     // The host must answer the probe but refuse the session: ICMP on loopback does that.
-    if IcmpProber::open(IcmpConfig::default()).is_err() {
-        eprintln!("SKIP: ICMP sockets are not allowed here (run as root)");
+    if common::privileged::need(
+        "a_host_that_refuses_sessions_is_backed_off_not_quarantined_or_recovered",
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig::default()).map(drop),
+    )
+    .is_none()
+    {
         return;
     }
     let cfg = SimConfig {

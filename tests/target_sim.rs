@@ -31,14 +31,17 @@ fn sample_set() -> TaskSet {
     TaskSet::new(vec![a, b, c]).unwrap()
 }
 
+/// Short intervals so the tests run fast, but timeouts that a loaded machine does not hit by
+/// accident: a test that expects a timeout sets its own short one, against a fault that
+/// delays far longer.
 fn fast_cfg(dialect: Dialect) -> SessionConfig {
     SessionConfig {
         dialect,
-        connect_timeout: Duration::from_secs(5),
-        reply_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(10),
+        reply_timeout: Duration::from_secs(5),
         drain_window: Duration::from_millis(30),
         liveness_interval: Duration::from_millis(100),
-        silence_margin: Duration::from_secs(2),
+        silence_margin: Duration::from_secs(10),
         poll_interval: Duration::from_millis(20),
         ..SessionConfig::default()
     }
@@ -259,6 +262,8 @@ async fn fault_freeze_times_out_through_liveness_probe() {
     let sim = faulty(FaultKind::Freeze, 50, |_| {}).await;
     let mut cfg = fast_cfg(Dialect::V3);
     cfg.silence_margin = Duration::from_secs(3600);
+    // A frozen target never answers: any reply timeout ends in a timeout.
+    cfg.reply_timeout = Duration::from_millis(500);
     let e = second_run_error(&sim, cfg).await;
     match e {
         TargetError::Timeout { waiting_for, .. } => assert!(waiting_for.contains("AVAILABLE")),
@@ -486,7 +491,9 @@ async fn real_time_clear_pushes_exit_external_before_the_fence() {
     let mut sent = HashSet::new();
     // load and start a long task by hand, then let run_taskset's CLEAR kill it
     s.clear().await.unwrap();
-    let long = TaskSet::new(vec![task(0, "idle", 200, 50)]).unwrap();
+    // 5000 jobs of 200 ms: 100 s of real time at factor 10, still running at the CLEAR however
+    // slow this machine is.
+    let long = TaskSet::new(vec![task(0, "idle", 200, 5000)]).unwrap();
     s.load(&long, None, &Binaries::synthetic(), &mut sent)
         .await
         .unwrap();
@@ -581,13 +588,14 @@ async fn invalid_inputs_are_rejected_before_sending() {
 
 #[tokio::test]
 async fn liveness_probe_allows_for_the_start_block() {
-    // offsets add up to 3 s simulated = 300 ms real at factor 10; START blocks that long, so
-    // the echo of a probe sent meanwhile comes late. Probes every 20 ms, reply timeout 100 ms.
+    // offsets add up to 3 s simulated = 1.5 s real at factor 2; START blocks that long, so
+    // the echo of a probe sent meanwhile comes late. Probes every 20 ms, reply timeout 500 ms:
+    // three times shorter than the block, with room for a loaded machine's latency.
     let sim = cluster(
         1,
         67,
         SimConfig {
-            speed: Speed::Factor(10.0),
+            speed: Speed::Factor(2.0),
             clear_block: Duration::from_millis(10),
             ..SimConfig::default()
         },
@@ -595,7 +603,7 @@ async fn liveness_probe_allows_for_the_start_block() {
     .await;
     let mut cfg = fast_cfg(Dialect::V3);
     cfg.liveness_interval = Duration::from_millis(20);
-    cfg.reply_timeout = Duration::from_millis(100);
+    cfg.reply_timeout = Duration::from_millis(500);
     let mut s = Session::connect(sim.addrs()[0], cfg).await.unwrap();
     let mut a = task(0, "hey", 100, 1);
     a.offset_ms = 1500;

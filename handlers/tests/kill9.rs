@@ -5,6 +5,10 @@
 //! appends the flushed variant indices to a ledger file (as the distributor does). The parent
 //! kills it with SIGKILL while it writes, resumes all three outputs from the ledger, writes the
 //! remaining variants and checks that every variant has exactly one result with all its events.
+//!
+//! The child paces itself (a pause in the middle of every batch, after some rows were written
+//! and before they were flushed and recorded), so the whole run takes seconds and the kill
+//! lands while it still has work to do; the test checks that it did.
 
 mod common;
 
@@ -22,6 +26,10 @@ use taskdist_handlers::{CsvHandler, JsonlHandler, SqliteHandler};
 const DIR_VAR: &str = "TASKDIST_KILL9_DIR";
 const VARIANTS: u64 = 600;
 const BATCH: u64 = 7;
+/// The child's pause in the middle of each batch: 86 batches take at least 2.5 s.
+const PAUSE: Duration = Duration::from_millis(30);
+/// The parent kills the child once the ledger holds this many variants.
+const KILL_AFTER: usize = 100;
 
 fn ledger_path(dir: &Path) -> PathBuf {
     dir.join("ledger.txt")
@@ -37,7 +45,18 @@ fn ledger(dir: &Path) -> BTreeSet<u64> {
     complete.lines().map(|l| l.parse().unwrap()).collect()
 }
 
-/// Write `range` through the three handlers, flushing and recording every `BATCH` variants.
+/// Every ledger line (complete lines only), in order, repeats included.
+fn ledger_lines(dir: &Path) -> Vec<u64> {
+    let text = fs::read_to_string(ledger_path(dir)).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    complete.lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// Write `range` through the three handlers, flushing and recording every `BATCH` variants;
+/// with `pause`, waits that long in the middle of each batch (rows written, not yet flushed).
 fn write_variants(
     dir: &Path,
     csv: &mut CsvHandler,
@@ -45,6 +64,7 @@ fn write_variants(
     db: &mut SqliteHandler,
     variants: impl Iterator<Item = u64>,
     attempt: u32,
+    pause: Option<Duration>,
 ) {
     let mut ledger = OpenOptions::new()
         .append(true)
@@ -65,6 +85,9 @@ fn write_variants(
             db.write_finished(&f).unwrap();
         }
         pending.push(v);
+        if let Some(p) = pause.filter(|_| pending.len() as u64 == BATCH / 2) {
+            std::thread::sleep(p);
+        }
         if pending.len() as u64 == BATCH {
             csv.flush_files().unwrap();
             jsonl.flush_file().unwrap();
@@ -90,7 +113,15 @@ fn child_writer() {
     let mut csv = CsvHandler::create(dir.join("csv")).unwrap();
     let mut jsonl = JsonlHandler::create(dir.join("results.jsonl")).unwrap();
     let mut db = SqliteHandler::create(dir.join("results.sqlite")).unwrap();
-    write_variants(&dir, &mut csv, &mut jsonl, &mut db, 0..VARIANTS, 1);
+    write_variants(
+        &dir,
+        &mut csv,
+        &mut jsonl,
+        &mut db,
+        0..VARIANTS,
+        1,
+        Some(PAUSE),
+    );
 }
 
 #[test]
@@ -106,16 +137,37 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
         .unwrap();
     // Wait (bounded) until some batches are recorded, then kill the writer mid-stream.
     for _ in 0..6000 {
-        if ledger(dir).len() >= 100 || child.try_wait().unwrap().is_some() {
+        if ledger(dir).len() >= KILL_AFTER || child.try_wait().unwrap().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The child must still be writing when it is killed, or the test proves nothing.
+    let early = child.try_wait().unwrap();
+    assert!(
+        early.is_none(),
+        "the child ended before the kill: {early:?}"
+    );
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "not ended by SIGKILL: {status:?}");
 
     let done = ledger(dir);
-    assert!(!done.is_empty(), "the child recorded nothing");
+    assert!(
+        done.len() >= KILL_AFTER,
+        "the ledger lost lines: {}",
+        done.len()
+    );
+    assert!(
+        (done.len() as u64) < VARIANTS,
+        "the kill interrupted nothing: all {VARIANTS} variants were recorded"
+    );
+    assert_eq!(
+        ledger_lines(dir).len(),
+        done.len(),
+        "the child recorded a variant twice"
+    );
     let is_done = |v: u64| done.contains(&v);
     let mut csv = CsvHandler::resume(dir.join("csv"), &is_done).unwrap();
     let mut jsonl = JsonlHandler::resume(dir.join("results.jsonl"), &is_done).unwrap();
@@ -126,7 +178,25 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
         "kill9: ledger had {} variants, {todo_count} redone",
         done.len()
     );
-    write_variants(dir, &mut csv, &mut jsonl, &mut db, todo.into_iter(), 2);
+    assert!(todo_count > 0);
+    write_variants(
+        dir,
+        &mut csv,
+        &mut jsonl,
+        &mut db,
+        todo.into_iter(),
+        2,
+        None,
+    );
+
+    // The ledger now names every variant exactly once, like the outputs below.
+    let mut all = ledger_lines(dir);
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..VARIANTS).collect::<Vec<_>>(),
+        "ledger not exactly once"
+    );
 
     // CSV: one variants.csv row per variant, 63 events with seq 0..62 per done variant.
     let mut rows: HashMap<u64, u32> = HashMap::new();
@@ -135,6 +205,18 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
     }
     assert_eq!(rows.len() as u64, VARIANTS);
     assert!(rows.values().all(|&n| n == 1));
+    assert!(rows.keys().all(|v| *v < VARIANTS));
+    // Attempt 1 rows are exactly the variants the ledger had before the kill; the rest were
+    // written again after the resume (attempt 2).
+    let mut first_attempt = BTreeSet::new();
+    for r in reader::read_variants(dir.join("csv/variants.csv")).unwrap() {
+        let r = r.unwrap();
+        if r.attempts == 1 {
+            first_attempt.insert(r.variant);
+        }
+    }
+    let done_finished: BTreeSet<u64> = done.iter().copied().filter(|v| v % 11 != 5).collect();
+    assert_eq!(first_attempt, done_finished);
     let mut seqs: HashMap<u64, u64> = HashMap::new();
     let mut expected_seq: HashMap<u64, u64> = HashMap::new();
     for r in reader::read_events(dir.join("csv/events.csv")).unwrap() {
@@ -169,6 +251,10 @@ fn kill9_then_resume_keeps_every_variant_exactly_once() {
         .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n as u64, (VARIANTS - bad_count) * 63);
-    // Something was actually redone after the kill (or the child had finished everything).
-    assert!(todo_count > 0 || done.len() as u64 == VARIANTS);
+    let n: i64 = c
+        .query_row("SELECT count(DISTINCT variant) FROM variants", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n as u64, VARIANTS);
 }

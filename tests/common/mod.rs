@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod privileged;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,8 @@ pub struct Seen {
     pub stopped: Vec<(u64, String)>,
     /// variant -> (attempt, event count)
     pub finished: BTreeMap<u64, Vec<(u32, usize)>>,
+    /// variant -> NOT_SCHEDULED events of each finished attempt (same order as `finished`)
+    pub not_scheduled: BTreeMap<u64, Vec<usize>>,
     /// variant -> reasons
     pub bad: BTreeMap<u64, Vec<String>>,
     pub summary: Option<RunSummary>,
@@ -78,11 +82,20 @@ impl EventHandler for Recorder {
                 v.id.variant
             );
         }
-        self.seen()
-            .finished
+        let rejected = v
+            .events
+            .iter()
+            .filter(|e| e.event.kind == taskdist::handlers::EventKind::NotScheduled)
+            .count();
+        let mut seen = self.seen();
+        seen.finished
             .entry(v.id.variant)
             .or_default()
             .push((v.id.attempt, v.events.len()));
+        seen.not_scheduled
+            .entry(v.id.variant)
+            .or_default()
+            .push(rejected);
         Ok(())
     }
     async fn taskset_stopped(&mut self, v: &VariantStopped) -> Result<(), HandlerError> {
