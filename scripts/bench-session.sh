@@ -11,6 +11,7 @@
 # catalog's `huge` spec (3 tasks). Prints task-sets/s (wall clock of the whole run, from metrics.json).
 #
 # Every address is on 127.0.0.0/8. Usage: scripts/bench-session.sh [--sets N] [--v2-sets N]
+# (TASKDIST_BIN=PATH skips the release build and uses that binary).
 set -euo pipefail
 export LC_ALL=C
 
@@ -27,8 +28,13 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN=target/release/taskdist
+# TASKDIST_BIN=path uses an existing binary instead of building one.
+if [ -n "${TASKDIST_BIN:-}" ]; then
+    BIN=$TASKDIST_BIN
+else
+    cargo build --release --quiet
+    BIN=target/release/taskdist
+fi
 WORK=$(mktemp -d)
 SIM_PID=
 cleanup() {
