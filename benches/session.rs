@@ -8,10 +8,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use taskdist::protocol::frame;
+use taskdist::protocol::xml;
+use taskdist::protocol::{Binaries, Session, SessionConfig};
 use taskdist::sim::{SimCluster, SimConfig};
-use taskdist::target::frame;
-use taskdist::target::xml;
-use taskdist::target::{Binaries, Session, SessionConfig};
 use taskdist::{Task, TaskSet};
 use tokio_util::sync::CancellationToken;
 

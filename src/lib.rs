@@ -5,7 +5,7 @@
 //!
 //! Module map:
 //! - [`discovery`]: host pools from CIDR ranges, probing, re-checks with backoff.
-//! - [`target`]: the target wire protocol (codec, XML, sessions).
+//! - [`protocol`]: the target wire protocol (codec, XML, sessions).
 //! - [`sim`]: a simulated target speaking the same protocol.
 //! - [`distributor`]: the run: queue, workers, requeue, ledger, handler fan-out.
 
@@ -13,8 +13,8 @@
 
 pub mod discovery;
 pub mod distributor;
+pub mod protocol;
 pub mod sim;
-pub mod target;
 
 mod result_dir;
 pub use result_dir::{
@@ -27,6 +27,7 @@ pub use result_dir::{
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use distributor::{Distributor, DistributorBuilder, DistributorError};
 pub use taskdist_handlers as handlers;
 pub use taskdist_tasksets as tasksets;
 pub use taskdist_tasksets::{AdmissionControl, Goal, Task, TaskSet};

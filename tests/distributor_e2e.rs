@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::{spec_with, Recorder};
 use taskdist::distributor::{Distributor, DistributorError, ProbeKind};
 use taskdist::handlers::CsvHandler;
+use taskdist::protocol::Dialect;
 use taskdist::sim::{SimCluster, SimConfig};
-use taskdist::target::Dialect;
 use taskdist::{AdmissionControl, Goal};
 
 /// Events of one variant of `spec_with`: task 0 runs 3 jobs, task 1 runs 2 jobs; each job has
@@ -259,7 +259,7 @@ const SLOW_DELAY: Duration = Duration::from_secs(6);
 /// still meets (a spurious failure would only requeue, but could quarantine a healthy host).
 fn fast_failing_builder(sim: &SimCluster) -> taskdist::distributor::DistributorBuilder {
     use taskdist::discovery::{Backoff, MonitorConfig};
-    use taskdist::target::SessionConfig;
+    use taskdist::protocol::SessionConfig;
     let session = SessionConfig {
         connect_timeout: Duration::from_secs(2),
         reply_timeout: Duration::from_secs(2),
@@ -397,8 +397,8 @@ async fn chaos_run_every_variant_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_variant_needing_a_missing_binary_is_bad_at_once_and_the_target_stays() {
-    use taskdist::target::binaries::synthetic_image;
-    use taskdist::target::Binaries;
+    use taskdist::protocol::binaries::synthetic_image;
+    use taskdist::protocol::Binaries;
     let sim = cluster(1, [127, 0, 14, 2], SimConfig::default()).await;
     let mut bins = Binaries::new();
     bins.insert("hey", synthetic_image("hey"));

@@ -124,7 +124,7 @@ async fn a_silent_target_fails_with_a_timeout() {
     // ends each attempt on it (the margin is shortened so the test is quick).
     const N: u64 = 6;
     let sim = cluster(2, [127, 0, 43, 2], vec![every_run(0, FaultKind::Freeze)]).await;
-    let session = taskdist::target::SessionConfig {
+    let session = taskdist::protocol::SessionConfig {
         silence_margin: Duration::from_millis(300),
         liveness_interval: Duration::from_millis(300),
         reply_timeout: Duration::from_millis(500),

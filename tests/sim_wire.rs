@@ -3,9 +3,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use taskdist::protocol::frame::{self, Command};
+use taskdist::protocol::Dialect;
 use taskdist::sim::{SimCluster, SimConfig};
-use taskdist::target::frame::{self, Command};
-use taskdist::target::Dialect;
 use taskdist::{Task, TaskSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -5,10 +5,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use taskdist::handlers::{EventKind, TimedEvent};
-use taskdist::sim::{FaultKind, FaultPlan, SimCluster, SimConfig, Speed};
-use taskdist::target::{
+use taskdist::protocol::{
     probe_available, Binaries, Dialect, ErrorKind, Session, SessionConfig, TargetError, TasksetRun,
 };
+use taskdist::sim::{FaultKind, FaultPlan, SimCluster, SimConfig, Speed};
 use taskdist::{AdmissionControl, Goal, Task, TaskSet};
 use tokio_util::sync::CancellationToken;
 

@@ -19,7 +19,7 @@ use taskdist::sim::{SimCluster, SimConfig, Speed};
 use taskdist::{HandlerKind as LibHandlerKind, ResultDir, ResumeOptions};
 
 use super::{UsageError, EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
-use taskdist::target::{Binaries, Dialect, SessionConfig};
+use taskdist::protocol::{Binaries, Dialect, SessionConfig};
 use taskdist::tasksets::{AdmissionControl, Spec};
 use tokio_util::sync::CancellationToken;
 

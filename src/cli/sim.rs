@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use taskdist::protocol::Dialect;
 use taskdist::sim::{FaultKind, FaultPlan, SimCluster, SimConfig, Speed};
-use taskdist::target::Dialect;
 
 /// Arguments of `taskdist sim`.
 #[derive(Debug, clap::Args)]

@@ -51,7 +51,8 @@ use std::time::Duration;
 pub use ledger::{fingerprint, Ledger, LedgerError, Outcomes, LEDGER_FILE};
 pub use metrics::{Metrics, MetricsSnapshot, TargetState, TargetStats};
 pub use probe::ProbeKind;
-pub use queue::{Job, Selection, Take, WorkQueue};
+pub use queue::Selection;
+pub(crate) use queue::{Job, Take, WorkQueue};
 pub use ranges::RangeSet;
 pub use workload::{VariantSource, Workload};
 
@@ -60,7 +61,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{HostPool, MonitorConfig, PoolError};
-use crate::target::{Binaries, Dialect, SessionConfig};
+use crate::protocol::{Binaries, Dialect, SessionConfig};
 use fanout::Fanout;
 
 /// The fingerprint that ties a ledger to a workload and selection: spec text, seed, shard
@@ -129,6 +130,7 @@ pub struct LedgerConfig {
 
 /// Configuration of a distributor; build it with [`Distributor::builder`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Host ranges as given.
     pub hosts: Vec<String>,

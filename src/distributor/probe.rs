@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use crate::discovery::{AvailableProber, IcmpConfig, IcmpProber, Prober, TcpProber};
-use crate::target::SessionConfig;
+use crate::protocol::SessionConfig;
 
 /// How a run checks that a host is available before it opens a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ProbeKind {
     /// ICMP echo (ping). Needs raw sockets (root) or unprivileged ICMP sockets
     /// (`net.ipv4.ping_group_range`); falls back to `tcp` with a warning when neither is allowed.

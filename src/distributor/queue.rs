@@ -200,6 +200,7 @@ impl WorkQueue {
     }
 
     /// Jobs handed out and not yet completed or requeued.
+    #[cfg(test)]
     pub fn in_flight(&self) -> u64 {
         self.lock().in_flight
     }

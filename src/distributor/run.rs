@@ -20,7 +20,7 @@ use super::{
     Take, TargetState, WorkQueue, Workload,
 };
 use crate::discovery::{HostChange, HostPool, Monitor, MonitorHandle};
-use crate::target::{Session, TargetError};
+use crate::protocol::{Session, TargetError};
 
 /// After this long without any target, say so once.
 const NO_TARGET_WARNING: std::time::Duration = std::time::Duration::from_secs(15);

@@ -26,11 +26,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::target::Dialect;
+use crate::protocol::Dialect;
 
 pub mod fault;
 pub mod model;
-pub mod sched;
+pub(crate) mod sched;
 mod server;
 
 pub use fault::{FaultConfig, FaultKind, FaultPlan, FaultRates};

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::fault::FaultKind;
 use super::sched::{self, SchedEvent, SimTask};
 use super::{HostStats, SimConfig, Speed};
-use crate::target::frame::{self, ClientMsg, Command};
-use crate::target::xml;
-use crate::target::Dialect;
+use crate::protocol::frame::{self, ClientMsg, Command};
+use crate::protocol::xml;
+use crate::protocol::Dialect;
 
 /// Size announced by the oversized-frame fault.
 const OVERSIZED_FRAME_BYTES: u32 = 64 << 20;

@@ -7,7 +7,7 @@
 //! trusted; nothing is allocated from an announced size.
 //!
 //! ```
-//! use taskdist::target::frame::{self, Command, ServerMsg, Expect};
+//! use taskdist::protocol::frame::{self, Command, ServerMsg, Expect};
 //! let mut buf = Vec::new();
 //! frame::encode_command(&mut buf, Command::Clear);
 //! assert_eq!(buf, [0xE6, 0x0D, 0, 0]);

@@ -1,7 +1,7 @@
 //! Binary images from a directory and synthetic ones.
 
-use taskdist::target::binaries::{synthetic_image, SYNTHETIC_IMAGE_BYTES};
-use taskdist::target::Binaries;
+use taskdist::protocol::binaries::{synthetic_image, SYNTHETIC_IMAGE_BYTES};
+use taskdist::protocol::Binaries;
 
 #[test]
 fn from_dir_loads_valid_names_only() {

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use taskdist::handlers::EventKind;
-use taskdist::target::frame::{self, Expect, ServerMsg};
-use taskdist::target::xml;
+use taskdist::protocol::frame::{self, Expect, ServerMsg};
+use taskdist::protocol::xml;
 use taskdist::{Task, TaskSet};
 
 const KINDS: [&str; 11] = [

@@ -2,9 +2,9 @@
 //! ([`xml`]), and a client [`Session`] over tokio TCP that drives one target.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), taskdist::target::TargetError> {
+//! # async fn demo() -> Result<(), taskdist::protocol::TargetError> {
 //! use std::collections::HashSet;
-//! use taskdist::target::{Binaries, Session, SessionConfig};
+//! use taskdist::protocol::{Binaries, Session, SessionConfig};
 //! use taskdist::{Task, TaskSet};
 //! use tokio_util::sync::CancellationToken;
 //!

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use taskdist::handlers::EventKind;
-use taskdist::target::frame::{self, ClientMsg, Command, Expect, FrameError, ServerMsg};
-use taskdist::target::{Binaries, Dialect, Session, SessionConfig};
+use taskdist::protocol::frame::{self, ClientMsg, Command, Expect, FrameError, ServerMsg};
+use taskdist::protocol::{Binaries, Dialect, Session, SessionConfig};
 use taskdist::{AdmissionControl, Goal, Task, TaskSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -161,7 +161,7 @@ fn parse_event(e: &BytesStart<'_>, r: &Reader<&[u8]>) -> Result<RawEvent, XmlErr
 /// Returns the number of events appended. On error nothing is appended.
 ///
 /// ```
-/// use taskdist::target::xml::parse_profile_into;
+/// use taskdist::protocol::xml::parse_profile_into;
 /// let doc = b"<profile>\n\t<events>\n\t\t<event type=\"EXIT\" task-id=\"0\" time-stamp=\"31402\"/>\n\t</events>\n</profile>\n\0";
 /// let mut out = Vec::new();
 /// assert_eq!(parse_profile_into(doc, &mut out).unwrap(), 1);
@@ -239,7 +239,7 @@ pub const WRAP_MS: u64 = 4_294_967;
 /// time and never count as a wrap.
 ///
 /// ```
-/// use taskdist::target::xml::{TimeUnwrapper, WRAP_MS};
+/// use taskdist::protocol::xml::{TimeUnwrapper, WRAP_MS};
 /// let mut u = TimeUnwrapper::default();
 /// assert_eq!(u.unwrap(WRAP_MS - 10), WRAP_MS - 10);
 /// assert_eq!(u.unwrap(5), WRAP_MS + 5);
