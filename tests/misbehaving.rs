@@ -34,6 +34,33 @@ fn every_run(host: usize, kind: FaultKind) -> FaultPlan {
     }
 }
 
+/// A distributor over every host of `sim`, probed by TCP.
+fn builder(sim: &SimCluster) -> taskdist::DistributorBuilder {
+    Distributor::builder()
+        .hosts(sim.addrs().iter().map(|a| a.to_string()))
+        .unwrap()
+        .probe(ProbeKind::Tcp)
+}
+
+/// Run `n` variants of `spec_with` to the end (bounded), close, and return the summary and
+/// the final metrics.
+async fn run_to_end(
+    mut d: Distributor,
+    n: u64,
+) -> (
+    taskdist::handlers::RunSummary,
+    taskdist::distributor::MetricsSnapshot,
+) {
+    d.start(spec_with(n as u32)).await.unwrap();
+    let summary = tokio::time::timeout(RUN_BOUND, d.wait())
+        .await
+        .expect("the run did not end by itself")
+        .unwrap();
+    let m = d.metrics();
+    d.close().await.unwrap();
+    (summary, m)
+}
+
 /// Peak resident memory of this process, from /proc.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -49,21 +76,12 @@ async fn healthy_targets_finish(kind: FaultKind, first: [u8; 4], reason: &str) {
     const N: u64 = 30;
     let sim = cluster(3, first, vec![every_run(0, kind)]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Distributor::builder()
-        .hosts(sim.addrs().iter().map(|a| a.to_string()))
-        .unwrap()
-        .probe(ProbeKind::Tcp)
+    let d = builder(&sim)
         .quarantine(2, Duration::from_secs(3600))
         .handler(CsvHandler::create(dir.path()).unwrap())
         .build()
         .unwrap();
-    d.start(spec_with(N as u32)).await.unwrap();
-    let summary = tokio::time::timeout(RUN_BOUND, d.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{kind}: the run did not end by itself"))
-        .unwrap();
-    let m = d.metrics();
-    d.close().await.unwrap();
+    let (summary, m) = run_to_end(d, N).await;
     let bad_host = sim.addrs()[0];
     sim.shutdown().await;
 
@@ -130,21 +148,12 @@ async fn a_silent_target_fails_with_a_timeout() {
         reply_timeout: Duration::from_millis(500),
         ..Default::default()
     };
-    let mut d = Distributor::builder()
-        .hosts(sim.addrs().iter().map(|a| a.to_string()))
-        .unwrap()
-        .probe(ProbeKind::Tcp)
+    let d = builder(&sim)
         .session(session)
         .quarantine(1, Duration::from_secs(3600))
         .build()
         .unwrap();
-    d.start(spec_with(N as u32)).await.unwrap();
-    let summary = tokio::time::timeout(RUN_BOUND, d.wait())
-        .await
-        .expect("the run did not end by itself")
-        .unwrap();
-    let m = d.metrics();
-    d.close().await.unwrap();
+    let (summary, m) = run_to_end(d, N).await;
     let silent = sim.addrs()[0];
     sim.shutdown().await;
     assert_eq!((summary.done, summary.bad), (N, 0), "{summary:?}");
@@ -159,19 +168,7 @@ async fn a_silent_target_fails_with_a_timeout() {
 async fn a_stale_push_before_go_send_is_not_charged_to_the_task_set() {
     const N: u64 = 12;
     let sim = cluster(1, [127, 0, 44, 2], vec![every_run(0, FaultKind::StalePush)]).await;
-    let mut d = Distributor::builder()
-        .hosts(sim.addrs().iter().map(|a| a.to_string()))
-        .unwrap()
-        .probe(ProbeKind::Tcp)
-        .build()
-        .unwrap();
-    d.start(spec_with(N as u32)).await.unwrap();
-    let summary = tokio::time::timeout(RUN_BOUND, d.wait())
-        .await
-        .expect("the run did not end by itself")
-        .unwrap();
-    let m = d.metrics();
-    d.close().await.unwrap();
+    let (summary, m) = run_to_end(builder(&sim).build().unwrap(), N).await;
     let stats = sim.stats(0).unwrap();
     sim.shutdown().await;
     assert_eq!((summary.done, summary.bad), (N, 0), "{summary:?}");
@@ -197,18 +194,7 @@ async fn binaries_are_not_resent_after_a_fault_on_a_live_connection() {
         }],
     )
     .await;
-    let mut d = Distributor::builder()
-        .hosts(sim.addrs().iter().map(|a| a.to_string()))
-        .unwrap()
-        .probe(ProbeKind::Tcp)
-        .build()
-        .unwrap();
-    d.start(spec_with(N as u32)).await.unwrap();
-    let summary = tokio::time::timeout(RUN_BOUND, d.wait())
-        .await
-        .expect("the run did not end by itself")
-        .unwrap();
-    d.close().await.unwrap();
+    let (summary, _) = run_to_end(builder(&sim).build().unwrap(), N).await;
     let stats = sim.stats(0).unwrap();
     sim.shutdown().await;
     assert_eq!((summary.done, summary.bad), (N, 0), "{summary:?}");
@@ -222,10 +208,7 @@ async fn binaries_are_not_resent_after_a_fault_on_a_live_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_without_a_usable_target_gives_up() {
     let sim = cluster(1, [127, 0, 46, 2], vec![every_run(0, FaultKind::Garbage)]).await;
-    let mut d = Distributor::builder()
-        .hosts(sim.addrs().iter().map(|a| a.to_string()))
-        .unwrap()
-        .probe(ProbeKind::Tcp)
+    let mut d = builder(&sim)
         .give_up_after(Some(Duration::from_secs(2)))
         .build()
         .unwrap();
