@@ -80,7 +80,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub probe: Option<ProbeKind>,
 
-    /// Failed attempts after which a variant is recorded as bad.
+    /// Failed attempts before a variant can be recorded as bad (on at least two targets, and
+    /// too many for bad luck at the run's failure rate); 3 x N failures are bad in any case.
     #[arg(long, default_value_t = 3, value_parser = parse_attempts)]
     pub attempts: u32,
 

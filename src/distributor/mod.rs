@@ -23,8 +23,9 @@
 //!   so an idle target always takes queued work.
 //! - A variant whose attempt times out, loses its connection or hits a target fault goes back
 //!   to the queue (requeued attempts go first). It is recorded `bad` only when the evidence
-//!   points at the variant: it cannot be built or sent at all, or it failed `attempts` times
-//!   on at least two different targets (or `3 × attempts` times on one, for a pool of one).
+//!   points at the variant: it cannot be built or sent at all, or it failed at least
+//!   `attempts` times on at least two different targets and too often for bad luck at the
+//!   run's failure rate (`p ^ failures <= 1e-6`), or `3 × attempts` times in all.
 //!   Target faults alone move it to another target.
 //! - A run in which no target is healthy (an open session whose last attempt did not fail)
 //!   for `give_up_after` ends with [`DistributorError::GaveUp`]; the ledger keeps what was
@@ -142,8 +143,9 @@ pub struct Config {
     pub session: SessionConfig,
     /// Binaries to send to targets.
     pub binaries: Binaries,
-    /// Failed attempts after which a variant is `bad`, if they happened on at least two
-    /// targets (`3 × attempts` on a single target).
+    /// Failed attempts before a variant can be `bad`: they must have happened on at least two
+    /// targets and be too many for bad luck at the run's failure rate; `3 × attempts` failures
+    /// are bad in any case.
     pub attempts: u32,
     /// End the run with [`DistributorError::GaveUp`] after this long without a healthy target
     /// (None: wait forever).
@@ -243,7 +245,7 @@ impl DistributorBuilder {
         self.handlers.push(h);
         self
     }
-    /// Failed attempts after which a variant is recorded `bad` (default 3).
+    /// Failed attempts before a variant can be recorded `bad` (default 3; see [`Config::attempts`]).
     pub fn attempts(mut self, n: u32) -> Self {
         self.cfg.attempts = n;
         self

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -31,6 +31,9 @@ const HEALTH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Shared state of one run.
 struct RunCtx {
     cfg: Arc<Config>,
+    /// Attempts of this run that finished, and that failed (target or variant faults).
+    attempts_ok: AtomicU64,
+    attempts_failed: AtomicU64,
     workload: Workload,
     queue: WorkQueue,
     fanout: FanoutSender,
@@ -115,6 +118,8 @@ pub(crate) fn launch(
         started_at: SystemTime::now(),
     };
     let ctx = Arc::new(RunCtx {
+        attempts_ok: AtomicU64::new(0),
+        attempts_failed: AtomicU64::new(0),
         queue: WorkQueue::new(len, cfg.selection, done),
         cfg,
         workload,
@@ -488,6 +493,7 @@ async fn run_one(
                     .fetch_add(run.drained.len() as u64, Ordering::Relaxed);
             }
             ctx.metrics.completed(addr, t0.elapsed());
+            ctx.attempts_ok.fetch_add(1, Ordering::Relaxed);
             let finished = VariantFinished {
                 id,
                 taskset,
@@ -530,7 +536,11 @@ async fn run_one(
             if !job.failed_on.contains(&addr) {
                 job.failed_on.push(addr);
             }
-            if points_at_variant(job, ctx.cfg.attempts) {
+            let failed = ctx.attempts_failed.fetch_add(1, Ordering::Relaxed) + 1;
+            let ok = ctx.attempts_ok.load(Ordering::Relaxed);
+            // Laplace's rule: a fresh run counts as one failure in two attempts.
+            let p_fail = (failed + 1) as f64 / (failed + ok + 2) as f64;
+            if points_at_variant(job, ctx.cfg.attempts, p_fail) {
                 let reason = format!(
                     "{reason} (failed {} times on {} targets)",
                     job.failures,
@@ -552,12 +562,23 @@ async fn run_one(
     }
 }
 
-/// Whether a variant's failures point at the variant rather than at the targets that ran
-/// it: `attempts` failures on at least two different targets, or `3 × attempts` failures in
-/// all (a pool with a single target can never show the first).
-fn points_at_variant(job: &Job, attempts: u32) -> bool {
-    job.failures >= attempts
-        && (job.failed_on.len() >= 2 || job.failures >= attempts.saturating_mul(3))
+/// Below this chance that a healthy variant fails as often as it did by bad luck alone, its
+/// failures count as evidence against the variant.
+const BAD_LUCK: f64 = 1e-6;
+
+/// Whether a variant's failures point at the variant rather than at the targets that ran it.
+/// `p_fail` is the share of this run's attempts that failed. Either the variant failed at
+/// least `attempts` times, on at least two different targets, and so often that bad luck is
+/// unlikely (`p_fail ^ failures <= 1e-6`: with 0.5 % of attempts failing, 3 failures; with
+/// 5 %, 5; with 7 %, 6), or it failed `3 × attempts` times in all, which also ends a pool of one target.
+fn points_at_variant(job: &Job, attempts: u32, p_fail: f64) -> bool {
+    let f = job.failures;
+    if f >= attempts.saturating_mul(3) {
+        return true;
+    }
+    f >= attempts
+        && job.failed_on.len() >= 2
+        && p_fail.clamp(0.0, 1.0).powi(f.min(64) as i32) <= BAD_LUCK
 }
 
 async fn bad(
@@ -626,14 +647,20 @@ mod tests {
 
     #[test]
     fn bad_needs_evidence_against_the_variant() {
-        // three failures on one target: the target's fault, not the variant's
-        assert!(!points_at_variant(&job(&[2], 3), 3));
-        // on two targets: the variant
-        assert!(points_at_variant(&job(&[2, 3], 3), 3));
-        assert!(!points_at_variant(&job(&[2, 3], 2), 3));
-        // a pool of one still ends: 3 × attempts
-        assert!(points_at_variant(&job(&[2], 9), 3));
-        assert!(!points_at_variant(&job(&[2], 1), 1));
-        assert!(points_at_variant(&job(&[2], 3), 1));
+        let rare = 0.005; // 0.5 % of attempts fail
+                          // three failures on one target: the target's fault, not the variant's
+        assert!(!points_at_variant(&job(&[2], 3), 3, rare));
+        // on two targets, where failures are rare: the variant
+        assert!(points_at_variant(&job(&[2, 3], 3), 3, rare));
+        assert!(!points_at_variant(&job(&[2, 3], 2), 3, rare));
+        // where 7 % of attempts fail, three failures are bad luck; six are not
+        assert!(!points_at_variant(&job(&[2, 3, 4], 3), 3, 0.07));
+        assert!(!points_at_variant(&job(&[2, 3], 5), 3, 0.07));
+        assert!(points_at_variant(&job(&[2, 3], 6), 3, 0.07));
+        // a pool of one, or a run where everything fails, still ends: 3 × attempts
+        assert!(points_at_variant(&job(&[2], 9), 3, rare));
+        assert!(points_at_variant(&job(&[2, 3], 9), 3, 1.0));
+        assert!(!points_at_variant(&job(&[2], 1), 1, rare));
+        assert!(points_at_variant(&job(&[2], 3), 1, rare));
     }
 }
