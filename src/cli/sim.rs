@@ -54,7 +54,8 @@ pub struct SimArgs {
 }
 
 fn parse_speed(s: &str) -> Result<Speed, String> {
-    s.parse().map_err(|e: taskdist::sim::ParseSpeedError| e.to_string())
+    s.parse()
+        .map_err(|e: taskdist::sim::ParseSpeedError| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {
