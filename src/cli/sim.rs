@@ -54,8 +54,7 @@ pub struct SimArgs {
 }
 
 fn parse_speed(s: &str) -> Result<Speed, String> {
-    s.parse()
-        .map_err(|e: taskdist::sim::ParseSpeedError| e.to_string())
+    Speed::from_str(s).map_err(|e| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {

@@ -67,7 +67,7 @@ impl std::str::FromStr for Speed {
             "fast" | "afap" | "as-fast-as-possible" => Ok(Speed::AsFastAsPossible),
             "realtime" | "real-time" => Ok(Speed::RealTime),
             other => match other.parse::<f64>() {
-                Ok(f) if f == 1.0 => Ok(Speed::RealTime),
+                Ok(1.0) => Ok(Speed::RealTime),
                 Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
                 _ => Err(ParseSpeedError(s.to_owned())),
             },
