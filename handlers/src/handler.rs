@@ -84,8 +84,12 @@ impl HandlerError {
 }
 
 /// Receives what happens in a run. Every method has a default that does nothing, so a handler
-/// implements only what it needs. Calls arrive in order from one task; a slow handler slows the
-/// run (back-pressure) instead of losing events.
+/// implements only what it needs. Calls arrive in order; a slow handler slows the run
+/// (back-pressure) instead of losing events.
+///
+/// The distributor drives each handler on a dedicated thread with a current-thread Tokio
+/// runtime, so a handler may do blocking file or database I/O in these methods without
+/// stalling the sessions, and may still `.await` (timers, network clients).
 #[async_trait]
 pub trait EventHandler: Send {
     /// A run begins.
