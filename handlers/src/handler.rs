@@ -7,6 +7,10 @@ use crate::event::{
     VariantStopped,
 };
 
+/// The cause of a [`HandlerError`] that comes from a library the handlers use (CSV, JSON,
+/// SQLite). Boxed, so that a new major version of such a library does not change this API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A handler failed; the run stops rather than lose results.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -18,15 +22,16 @@ pub enum HandlerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Writing CSV failed.
+    /// Writing CSV failed. The cause keeps the CSV library's message and `source()` chain;
+    /// its type is not part of this API.
     #[error("CSV output: {0}")]
-    Csv(#[from] csv::Error),
-    /// Writing JSON failed.
+    Csv(#[source] BoxError),
+    /// Writing JSON failed (cause as for [`HandlerError::Csv`]).
     #[error("JSON output: {0}")]
-    Json(#[from] serde_json::Error),
-    /// SQLite failed.
+    Json(#[source] BoxError),
+    /// SQLite failed (cause as for [`HandlerError::Csv`]).
     #[error("SQLite output: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] BoxError),
     /// A result file exists and the handler was not told to overwrite or resume it.
     #[error("{path}: result file exists; choose another directory, overwrite it, or resume")]
     Exists {
@@ -58,7 +63,7 @@ impl HandlerError {
     }
 
     /// A CSV error on `path`; I/O causes keep their path.
-    pub fn csv(path: impl Into<std::path::PathBuf>, err: csv::Error) -> Self {
+    pub(crate) fn csv(path: impl Into<std::path::PathBuf>, err: csv::Error) -> Self {
         let path = path.into();
         let msg = err.to_string();
         match err.into_kind() {
@@ -66,11 +71,25 @@ impl HandlerError {
             _ => HandlerError::Other(format!("{}: CSV error: {msg}", path.display())),
         }
     }
+
+    /// A SQLite error.
+    pub(crate) fn sqlite(err: rusqlite::Error) -> Self {
+        HandlerError::Sqlite(Box::new(err))
+    }
+
+    /// A JSON error.
+    pub(crate) fn json(err: serde_json::Error) -> Self {
+        HandlerError::Json(Box::new(err))
+    }
 }
 
 /// Receives what happens in a run. Every method has a default that does nothing, so a handler
-/// implements only what it needs. Calls arrive in order from one task; a slow handler slows the
-/// run (back-pressure) instead of losing events.
+/// implements only what it needs. Calls arrive in order; a slow handler slows the run
+/// (back-pressure) instead of losing events.
+///
+/// The distributor drives each handler on a dedicated thread with a current-thread Tokio
+/// runtime, so a handler may do blocking file or database I/O in these methods without
+/// stalling the sessions, and may still `.await` (timers, network clients).
 #[async_trait]
 pub trait EventHandler: Send {
     /// A run begins.
@@ -111,5 +130,30 @@ pub trait EventHandler: Send {
     /// handler that buffers must write its buffers here.
     async fn flush(&mut self) -> Result<(), HandlerError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn foreign_causes_keep_message_and_source() {
+        let e = HandlerError::sqlite(rusqlite::Error::InvalidQuery);
+        assert!(matches!(e, HandlerError::Sqlite(_)));
+        let source = e.source().expect("a source");
+        assert!(source.downcast_ref::<rusqlite::Error>().is_some());
+        assert_eq!(
+            e.to_string(),
+            format!("SQLite output: {}", rusqlite::Error::InvalidQuery)
+        );
+
+        let json = serde_json::from_str::<u32>("x").expect_err("not a number");
+        let text = json.to_string();
+        let e = HandlerError::json(json);
+        assert_eq!(e.to_string(), format!("JSON output: {text}"));
+        assert!(e.source().is_some());
     }
 }

@@ -124,7 +124,7 @@ impl JsonlHandler {
     }
 
     fn line(&mut self, value: &impl Serialize) -> Result<(), HandlerError> {
-        serde_json::to_writer(&mut self.w, value)?;
+        serde_json::to_writer(&mut self.w, value).map_err(HandlerError::json)?;
         self.w
             .write_all(b"\n")
             .map_err(|e| HandlerError::io(&self.path, e))
@@ -162,7 +162,7 @@ impl JsonlHandler {
                 table: &self.table,
             },
         };
-        serde_json::to_writer(&mut self.w, &line)?;
+        serde_json::to_writer(&mut self.w, &line).map_err(HandlerError::json)?;
         self.w
             .write_all(b"\n")
             .map_err(|e| HandlerError::io(&self.path, e))
@@ -191,7 +191,7 @@ impl JsonlHandler {
                 table: &self.table,
             },
         };
-        serde_json::to_writer(&mut self.w, &line)?;
+        serde_json::to_writer(&mut self.w, &line).map_err(HandlerError::json)?;
         self.w
             .write_all(b"\n")
             .map_err(|e| HandlerError::io(&self.path, e))

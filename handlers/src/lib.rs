@@ -40,7 +40,7 @@ pub use event::{
     AttemptId, EventKind, Outcome, RunInfo, RunSummary, TargetEvent, TimedEvent, VariantBad,
     VariantFinished, VariantStarted, VariantStopped,
 };
-pub use handler::{EventHandler, HandlerError};
+pub use handler::{BoxError, EventHandler, HandlerError};
 pub use jsonl::{JsonlHandler, JSONL_FILE};
 pub use multi::Multi;
 pub use rows::{

@@ -86,7 +86,7 @@ impl RunFile {
         let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
         tmp_name.push(".tmp");
         let tmp = path.with_file_name(tmp_name);
-        let mut text = serde_json::to_vec_pretty(self)?;
+        let mut text = serde_json::to_vec_pretty(self).map_err(HandlerError::json)?;
         text.push(b'\n');
         let mut f = fs::File::create(&tmp).map_err(|e| HandlerError::io(&tmp, e))?;
         f.write_all(&text).map_err(|e| HandlerError::io(&tmp, e))?;

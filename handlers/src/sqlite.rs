@@ -164,10 +164,14 @@ fn check_columns(conn: &Connection, path: &Path) -> Result<(), HandlerError> {
         ("tasks", &TASKS_HEADER),
     ];
     for (table, header) in expected {
-        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .map_err(HandlerError::sqlite)?;
         let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(HandlerError::sqlite)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandlerError::sqlite)?;
         if !names.is_empty() && names != header {
             return Err(HandlerError::Format {
                 path: path.to_owned(),
@@ -221,13 +225,16 @@ impl SqliteHandler {
         h.previous_run = h.read_run()?;
         let mut stale = Vec::new();
         {
-            let mut stmt = h.conn.prepare(
-                "SELECT variant FROM variants UNION SELECT variant FROM events \
+            let mut stmt = h
+                .conn
+                .prepare(
+                    "SELECT variant FROM variants UNION SELECT variant FROM events \
                  UNION SELECT variant FROM jobs UNION SELECT variant FROM tasks",
-            )?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let v: i64 = row.get(0)?;
+                )
+                .map_err(HandlerError::sqlite)?;
+            let mut rows = stmt.query([]).map_err(HandlerError::sqlite)?;
+            while let Some(row) = rows.next().map_err(HandlerError::sqlite)? {
+                let v: i64 = row.get(0).map_err(HandlerError::sqlite)?;
                 match u64::try_from(v) {
                     Ok(u) if is_done(u) => {}
                     _ => stale.push(v),
@@ -235,14 +242,16 @@ impl SqliteHandler {
             }
         }
         if !stale.is_empty() {
-            let tx = h.conn.transaction()?;
+            let tx = h.conn.transaction().map_err(HandlerError::sqlite)?;
             for table in ["events", "jobs", "variants", "tasks"] {
-                let mut stmt = tx.prepare(&format!("DELETE FROM {table} WHERE variant = ?1"))?;
+                let mut stmt = tx
+                    .prepare(&format!("DELETE FROM {table} WHERE variant = ?1"))
+                    .map_err(HandlerError::sqlite)?;
                 for v in &stale {
-                    stmt.execute([v])?;
+                    stmt.execute([v]).map_err(HandlerError::sqlite)?;
                 }
             }
-            tx.commit()?;
+            tx.commit().map_err(HandlerError::sqlite)?;
             tracing::info!(path = %path.display(), variants = stale.len(), "deleted rows of unfinished variants for resume");
         }
         Ok(h)
@@ -256,11 +265,13 @@ impl SqliteHandler {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| HandlerError::io(parent, e))?;
         }
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = Connection::open(path).map_err(HandlerError::sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(HandlerError::sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(HandlerError::sqlite)?;
         check_columns(&conn, path)?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(SCHEMA).map_err(HandlerError::sqlite)?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(SqliteHandler {
             path: path.to_owned(),
@@ -277,12 +288,17 @@ impl SqliteHandler {
     }
 
     fn read_run(&self) -> Result<Option<RunFile>, HandlerError> {
-        let mut stmt = self.conn.prepare("SELECT json FROM run WHERE id = 1")?;
-        let mut rows = stmt.query([])?;
-        match rows.next()? {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT json FROM run WHERE id = 1")
+            .map_err(HandlerError::sqlite)?;
+        let mut rows = stmt.query([]).map_err(HandlerError::sqlite)?;
+        match rows.next().map_err(HandlerError::sqlite)? {
             Some(row) => {
-                let json: String = row.get(0)?;
-                Ok(Some(serde_json::from_str(&json)?))
+                let json: String = row.get(0).map_err(HandlerError::sqlite)?;
+                Ok(Some(
+                    serde_json::from_str(&json).map_err(HandlerError::json)?,
+                ))
             }
             None => Ok(None),
         }
@@ -301,7 +317,9 @@ impl SqliteHandler {
 
     fn begin(&mut self) -> Result<(), HandlerError> {
         if !self.in_tx {
-            self.conn.execute_batch("BEGIN")?;
+            self.conn
+                .execute_batch("BEGIN")
+                .map_err(HandlerError::sqlite)?;
             self.in_tx = true;
         }
         Ok(())
@@ -318,7 +336,9 @@ impl SqliteHandler {
     /// Commit the open transaction (synchronous form of `flush`).
     pub fn commit(&mut self) -> Result<(), HandlerError> {
         if self.in_tx {
-            self.conn.execute_batch("COMMIT")?;
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(HandlerError::sqlite)?;
             self.in_tx = false;
             self.pending = 0;
         }
@@ -329,22 +349,24 @@ impl SqliteHandler {
         let Some(run) = &self.run else {
             return Ok(());
         };
-        let json = serde_json::to_string(run)?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO run VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                run.tool_version,
-                run.spec_name,
-                run.seed.to_string(),
-                run.dialect,
-                int("start time", run.started_at_unix_us)?,
-                run.finished_at_unix_us
-                    .map(|t| int("end time", t))
-                    .transpose()?,
-                run.resumed,
-                json
-            ],
-        )?;
+        let json = serde_json::to_string(run).map_err(HandlerError::json)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO run VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run.tool_version,
+                    run.spec_name,
+                    run.seed.to_string(),
+                    run.dialect,
+                    int("start time", run.started_at_unix_us)?,
+                    run.finished_at_unix_us
+                        .map(|t| int("end time", t))
+                        .transpose()?,
+                    run.resumed,
+                    json
+                ],
+            )
+            .map_err(HandlerError::sqlite)?;
         Ok(())
     }
 
@@ -371,24 +393,48 @@ impl SqliteHandler {
                 .map(|(seq, (e, &job))| (seq, e, job))
                 .collect();
             let mut chunks = events.chunks_exact(EVENT_BATCH);
-            let mut batch = self.conn.prepare_cached(&self.batch_sql)?;
+            let mut batch = self
+                .conn
+                .prepare_cached(&self.batch_sql)
+                .map_err(HandlerError::sqlite)?;
             for chunk in &mut chunks {
                 let mut i = 1;
                 for &(seq, e, job) in chunk {
-                    batch.raw_bind_parameter(i, variant)?;
-                    batch.raw_bind_parameter(i + 1, v.id.attempt)?;
-                    batch.raw_bind_parameter(i + 2, seq as i64)?;
-                    batch.raw_bind_parameter(i + 3, self.text.as_str())?;
-                    batch.raw_bind_parameter(i + 4, e.event.task_id)?;
-                    batch.raw_bind_parameter(i + 5, job)?;
-                    batch.raw_bind_parameter(i + 6, e.event.kind.as_wire())?;
-                    batch.raw_bind_parameter(i + 7, int("target time", e.event.time_ms)?)?;
-                    batch.raw_bind_parameter(i + 8, int("host time", unix_us(e.host_time))?)?;
+                    batch
+                        .raw_bind_parameter(i, variant)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 1, v.id.attempt)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 2, seq as i64)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 3, self.text.as_str())
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 4, e.event.task_id)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 5, job)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 6, e.event.kind.as_wire())
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 7, int("target time", e.event.time_ms)?)
+                        .map_err(HandlerError::sqlite)?;
+                    batch
+                        .raw_bind_parameter(i + 8, int("host time", unix_us(e.host_time))?)
+                        .map_err(HandlerError::sqlite)?;
                     i += 9;
                 }
-                batch.raw_execute()?;
+                batch.raw_execute().map_err(HandlerError::sqlite)?;
             }
-            let mut stmt = self.conn.prepare_cached(INSERT_EVENT)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached(INSERT_EVENT)
+                .map_err(HandlerError::sqlite)?;
             for &(seq, e, job) in chunks.remainder() {
                 stmt.execute(params![
                     variant,
@@ -400,9 +446,13 @@ impl SqliteHandler {
                     e.event.kind.as_wire(),
                     int("target time", e.event.time_ms)?,
                     int("host time", unix_us(e.host_time))?,
-                ])?;
+                ])
+                .map_err(HandlerError::sqlite)?;
             }
-            let mut stmt = self.conn.prepare_cached(INSERT_JOB)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached(INSERT_JOB)
+                .map_err(HandlerError::sqlite)?;
             for j in self.table.jobs() {
                 stmt.execute(params![
                     variant,
@@ -416,9 +466,13 @@ impl SqliteHandler {
                     j.duration_ms(&v.events)
                         .map(|t| int("duration", t))
                         .transpose()?,
-                ])?;
+                ])
+                .map_err(HandlerError::sqlite)?;
             }
-            let mut stmt = self.conn.prepare_cached(INSERT_VARIANT)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached(INSERT_VARIANT)
+                .map_err(HandlerError::sqlite)?;
             stmt.execute(params![
                 variant,
                 "done",
@@ -430,7 +484,8 @@ impl SqliteHandler {
                 v.taskset.tasks.len() as i64,
                 v.events.len() as i64,
                 None::<&str>,
-            ])?;
+            ])
+            .map_err(HandlerError::sqlite)?;
         }
         self.insert_tasks(variant, &v.taskset.tasks)?;
         let rows = (v.events.len() + self.table.jobs().len() + 1 + v.taskset.tasks.len()) as u64;
@@ -442,7 +497,10 @@ impl SqliteHandler {
         self.begin()?;
         let variant = int("variant", v.id.variant)?;
         {
-            let mut stmt = self.conn.prepare_cached(INSERT_VARIANT)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached(INSERT_VARIANT)
+                .map_err(HandlerError::sqlite)?;
             stmt.execute(params![
                 variant,
                 "bad",
@@ -454,7 +512,8 @@ impl SqliteHandler {
                 v.taskset.tasks.len() as i64,
                 0i64,
                 v.reason,
-            ])?;
+            ])
+            .map_err(HandlerError::sqlite)?;
         }
         self.insert_tasks(variant, &v.taskset.tasks)?;
         self.counted(1 + v.taskset.tasks.len() as u64)
@@ -465,7 +524,10 @@ impl SqliteHandler {
         variant: i64,
         tasks: &[taskdist_tasksets::Task],
     ) -> Result<(), HandlerError> {
-        let mut stmt = self.conn.prepare_cached(INSERT_TASK)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(INSERT_TASK)
+            .map_err(HandlerError::sqlite)?;
         for t in tasks {
             stmt.execute(params![
                 variant,
@@ -483,7 +545,8 @@ impl SqliteHandler {
                 t.coreoffset,
                 t.pkg,
                 encode_config(&t.config),
-            ])?;
+            ])
+            .map_err(HandlerError::sqlite)?;
         }
         Ok(())
     }

@@ -54,16 +54,7 @@ pub struct SimArgs {
 }
 
 fn parse_speed(s: &str) -> Result<Speed, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "fast" | "afap" | "as-fast-as-possible" => Ok(Speed::AsFastAsPossible),
-        "realtime" | "real-time" | "1" => Ok(Speed::RealTime),
-        other => match f64::from_str(other) {
-            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
-            _ => Err(format!(
-                "expected `fast`, `realtime` or a positive factor, got {s:?}"
-            )),
-        },
-    }
+    Speed::from_str(s).map_err(|e| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {

@@ -8,9 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::target::{probe_available, Dialect, SessionConfig, TargetError};
 
 /// The AVAILABLE command word (v3 targets echo it back).
 pub const AVAILABLE: u32 = 0x000A_AAAA;
@@ -133,10 +134,11 @@ impl Prober for TcpProber {
 }
 
 /// Probes with the target protocol's AVAILABLE handshake (v3 targets): connect, send the
-/// word `0x000AAAAA` (u32 little-endian), and read u32 words until the echo arrives. Any other
-/// word is the length of a frame the target pushed (queued profile events); frames of up to
-/// [`MAX_SKIPPED_FRAME_BYTES`] are skipped, a longer length rejects the peer. The whole
-/// exchange runs under one timeout.
+/// word `0x000AAAAA` (u32 little-endian), and read until the echo arrives. This is the
+/// session's handshake ([`crate::target::probe_available`]), so discovery and the distributor
+/// agree on what a target is: frames the target pushes meanwhile (queued profile events) must
+/// be valid frames of at most [`MAX_SKIPPED_FRAME_BYTES`]; a longer length or an undecodable
+/// frame rejects the peer. The whole exchange runs under one timeout.
 ///
 /// A target serves one client at a time, so never probe a target that has a session open:
 /// the probe would stall until the timeout (the [`super::Monitor`] leaves leased hosts alone).
@@ -161,41 +163,17 @@ impl AvailableProber {
     }
 }
 
-async fn available_exchange(addr: SocketAddr) -> Result<(), ProbeResult> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| classify_io_error(&e))?;
-    // Failing to disable Nagle only delays the 4 bytes; the probe still works.
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(&AVAILABLE.to_le_bytes())
-        .await
-        .map_err(|e| classify_io_error(&e))?;
-    let mut word = [0u8; 4];
-    loop {
-        stream
-            .read_exact(&mut word)
-            .await
-            .map_err(|e| classify_io_error(&e))?;
-        let value = u32::from_le_bytes(word);
-        if value == AVAILABLE {
-            return Ok(());
+/// What an AVAILABLE handshake that failed says about the host.
+fn classify_target_error(e: TargetError) -> ProbeResult {
+    match e {
+        TargetError::Refused => ProbeResult::Refused,
+        TargetError::Timeout { .. } => ProbeResult::Timeout,
+        TargetError::Io { source, .. } => classify_io_error(&source),
+        TargetError::ConnectionLost { during, .. } => {
+            ProbeResult::Rejected(format!("connection closed while {during}"))
         }
-        if value > MAX_SKIPPED_FRAME_BYTES {
-            return Err(ProbeResult::Rejected(format!(
-                "expected the AVAILABLE echo 0x{AVAILABLE:08X} or a frame length of at most \
-                 {MAX_SKIPPED_FRAME_BYTES} bytes, got 0x{value:08X}"
-            )));
-        }
-        let mut frame = (&mut stream).take(u64::from(value));
-        let skipped = tokio::io::copy(&mut frame, &mut tokio::io::sink())
-            .await
-            .map_err(|e| classify_io_error(&e))?;
-        if skipped < u64::from(value) {
-            return Err(ProbeResult::Rejected(format!(
-                "connection closed inside a pushed frame ({skipped} of {value} bytes)"
-            )));
-        }
+        TargetError::Protocol { detail, .. } => ProbeResult::Rejected(detail),
+        other => ProbeResult::Error(other.to_string()),
     }
 }
 
@@ -203,9 +181,17 @@ async fn available_exchange(addr: SocketAddr) -> Result<(), ProbeResult> {
 impl Prober for AvailableProber {
     async fn probe(&self, addr: SocketAddr) -> ProbeResult {
         let start = Instant::now();
-        match tokio::time::timeout(self.timeout, available_exchange(addr)).await {
+        // The session's own handshake: pushed frames are read (and must be valid profile or
+        // live frames of at most MAX_SKIPPED_FRAME_BYTES) until the echo arrives.
+        let cfg = SessionConfig {
+            connect_timeout: self.timeout,
+            reply_timeout: self.timeout,
+            max_frame_bytes: MAX_SKIPPED_FRAME_BYTES as usize,
+            ..SessionConfig::for_dialect(Dialect::V3)
+        };
+        match tokio::time::timeout(self.timeout, probe_available(addr, &cfg)).await {
             Err(_) => ProbeResult::Timeout,
-            Ok(Err(result)) => result,
+            Ok(Err(e)) => classify_target_error(e),
             Ok(Ok(())) => ProbeResult::Up {
                 rtt: start.elapsed(),
             },
@@ -345,6 +331,7 @@ impl Prober for ScriptedProber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn listener() -> (TcpListener, SocketAddr) {
@@ -386,8 +373,10 @@ mod tests {
 
     #[tokio::test]
     async fn available_skips_pushed_frames() {
-        let mut reply = 5u32.to_le_bytes().to_vec();
-        reply.extend_from_slice(b"<xml>");
+        let frame: &[u8] =
+            b"<profile><events><event type=\"EXIT\" task-id=\"0\" time-stamp=\"7\"/></events></profile>\0";
+        let mut reply = (frame.len() as u32).to_le_bytes().to_vec();
+        reply.extend_from_slice(frame);
         reply.extend_from_slice(&AVAILABLE.to_le_bytes());
         let a = serve_once(reply).await;
         assert!(AvailableProber::default().probe(a).await.is_up());

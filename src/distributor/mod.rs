@@ -81,8 +81,7 @@ pub fn run_fingerprint(workload: &Workload, selection: Selection) -> String {
     ])
 }
 
-/// Default target port of the dom0 server.
-pub const DEFAULT_PORT: u16 = 3001;
+pub use crate::target::DEFAULT_PORT;
 
 /// Distributor failures.
 #[derive(Debug, thiserror::Error)]

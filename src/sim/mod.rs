@@ -50,6 +50,31 @@ pub enum Speed {
     AsFastAsPossible,
 }
 
+/// A `--speed` value that is not a speed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("speed {0:?}: expected `fast`, `realtime` or a positive factor such as 10")]
+pub struct ParseSpeedError(String);
+
+impl std::str::FromStr for Speed {
+    type Err = ParseSpeedError;
+
+    /// The one parser of speeds (CLI `sim --speed` and `run --sim-speed`): `fast` (also `afap`,
+    /// `as-fast-as-possible`) is [`Speed::AsFastAsPossible`]; `realtime` (also `real-time`)
+    /// and any number equal to 1 (`1`, `1.0`) are [`Speed::RealTime`]; any other positive
+    /// finite number F is [`Speed::Factor`]`(F)`. Case and surrounding blanks are ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fast" | "afap" | "as-fast-as-possible" => Ok(Speed::AsFastAsPossible),
+            "realtime" | "real-time" => Ok(Speed::RealTime),
+            other => match other.parse::<f64>() {
+                Ok(1.0) => Ok(Speed::RealTime),
+                Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+                _ => Err(ParseSpeedError(s.to_owned())),
+            },
+        }
+    }
+}
+
 /// Settings of a simulated cluster.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -331,5 +356,27 @@ impl SimCluster {
 impl Drop for SimCluster {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Speed;
+
+    #[test]
+    fn one_parser_for_speeds() {
+        for s in ["fast", "afap", "as-fast-as-possible", " FAST "] {
+            assert_eq!(s.parse::<Speed>(), Ok(Speed::AsFastAsPossible), "{s}");
+        }
+        // 1 means real time however it is written.
+        for s in ["realtime", "real-time", "1", "1.0", "1e0"] {
+            assert_eq!(s.parse::<Speed>(), Ok(Speed::RealTime), "{s}");
+        }
+        assert_eq!("10".parse::<Speed>(), Ok(Speed::Factor(10.0)));
+        assert_eq!("0.5".parse::<Speed>(), Ok(Speed::Factor(0.5)));
+        for s in ["0", "-1", "inf", "NaN", "soon", ""] {
+            let e = s.parse::<Speed>().expect_err(s);
+            assert!(e.to_string().contains("positive factor"), "{e}");
+        }
     }
 }

@@ -608,33 +608,7 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
         }
     };
 
-    let counts = match &t.count {
-        None => vec![1u32].into_boxed_slice(),
-        Some(c) => {
-            let attr = int_attr(c, "count", 1, MAX_COUNT, ctx, as_u64)?;
-            let values: Vec<u64> = match attr {
-                IntAttr::Fixed(v) => vec![v],
-                IntAttr::List(v) => v.into_vec(),
-                IntAttr::Range { from, step, n } if n <= MAX_COUNT_VALUES => {
-                    (0..n).map(|k| from + step * k).collect()
-                }
-                IntAttr::Range { .. } => {
-                    return Err(ctx.at(
-                        c.span(),
-                        format!("`count`: a range of counts may have at most {MAX_COUNT_VALUES} values"),
-                    ))
-                }
-                _ => {
-                    return Err(ctx.at(
-                        c.span(),
-                        "`count`: expected a number, a list or a range; a random count is not supported \
-                         (use a list of counts with `samples` instead)",
-                    ))
-                }
-            };
-            values.into_iter().map(|v| v as u32).collect()
-        }
-    };
+    let counts = compile_counts(t.count.as_ref(), ctx)?;
     let min_count = counts.iter().copied().min().unwrap_or(1);
 
     let period = int(&t.period_ms, "period_ms", defaults.period_ms, 1, U32)?;
@@ -682,7 +656,79 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
     )?;
 
     let max_period = period.bounds().1;
-    let deadline = match &t.deadline_ms {
+    let deadline = compile_deadline(t.deadline_ms.as_ref(), max_period, ctx)?;
+
+    let pkg = text_attr(&t.pkg, "pkg", ctx, |s| {
+        let task = Task::new(0, s);
+        task.validate().map_err(|e| e.reason)
+    })?;
+
+    let config = compile_config(t.config.as_ref(), ctx)?;
+
+    let util = compile_utilisation(t, min_count, ctx)?;
+
+    Group::new(Attrs {
+        counts,
+        independent: t.independent,
+        exec,
+        crit,
+        prio,
+        deadline,
+        period,
+        offset,
+        jobs,
+        quota,
+        caps,
+        cores,
+        coreoffset,
+        pkg,
+        config: config.into_boxed_slice(),
+        util,
+    })
+    .map_err(|m| ctx.at(t_span, m))
+}
+
+/// The possible numbers of copies of a task: a number, a list or a short range (no random
+/// counts).
+fn compile_counts(count: Option<&Spanned<RawValue>>, ctx: &Ctx) -> Result<Box<[u32]>, SpecError> {
+    Ok(match count {
+        None => vec![1u32].into_boxed_slice(),
+        Some(c) => {
+            let attr = int_attr(c, "count", 1, MAX_COUNT, ctx, as_u64)?;
+            let values: Vec<u64> = match attr {
+                IntAttr::Fixed(v) => vec![v],
+                IntAttr::List(v) => v.into_vec(),
+                IntAttr::Range { from, step, n } if n <= MAX_COUNT_VALUES => {
+                    (0..n).map(|k| from + step * k).collect()
+                }
+                IntAttr::Range { .. } => {
+                    return Err(ctx.at(
+                        c.span(),
+                        format!("`count`: a range of counts may have at most {MAX_COUNT_VALUES} values"),
+                    ))
+                }
+                _ => {
+                    return Err(ctx.at(
+                        c.span(),
+                        "`count`: expected a number, a list or a range; a random count is not supported \
+                         (use a list of counts with `samples` instead)",
+                    ))
+                }
+            };
+            values.into_iter().map(|v| v as u32).collect()
+        }
+    })
+}
+
+/// A relative deadline: milliseconds (fixed, enumerated or random) or a deadline class, whose
+/// largest value for periods up to `max_period` must fit the target's 32-bit range.
+fn compile_deadline(
+    deadline: Option<&Spanned<RawValue>>,
+    max_period: u64,
+    ctx: &Ctx,
+) -> Result<DeadlineAttr, SpecError> {
+    let defaults = Task::new(0, "x");
+    Ok(match deadline {
         None => DeadlineAttr::Value(IntAttr::Fixed(defaults.deadline_ms)),
         Some(v) => match v.get_ref() {
             RawValue::One(Scalar::Str(class)) => {
@@ -714,15 +760,16 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
             }
             _ => DeadlineAttr::Value(int_attr(v, "deadline_ms", 0, U32, ctx, as_u64)?),
         },
-    };
+    })
+}
 
-    let pkg = text_attr(&t.pkg, "pkg", ctx, |s| {
-        let task = Task::new(0, s);
-        task.validate().map_err(|e| e.reason)
-    })?;
-
+/// The `config` entries in file order; every key and value must pass the target's checks.
+fn compile_config(
+    config: Option<&Spanned<OrderedConfig>>,
+    ctx: &Ctx,
+) -> Result<Vec<(String, TextAttr)>, SpecError> {
     let no_config = Vec::new();
-    let entries = t.config.as_ref().map_or(&no_config, |c| &c.get_ref().0);
+    let entries = config.map_or(&no_config, |c| &c.get_ref().0);
     let mut config = Vec::with_capacity(entries.len());
     for (key, v) in entries {
         let mut probe = Task::new(0, "x");
@@ -740,8 +787,17 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
         })?;
         config.push((key.clone(), attr));
     }
+    Ok(config)
+}
 
-    let util = match &t.utilisation {
+/// The utilisation split of a group, if any: `utilisation.total` must be reachable by
+/// `min_count` tasks of at most `utilisation.max` each, and excludes `executiontime_ms`.
+fn compile_utilisation(
+    t: &RawTask,
+    min_count: u32,
+    ctx: &Ctx,
+) -> Result<Option<Utilisation>, SpecError> {
+    Ok(match &t.utilisation {
         None => None,
         Some(u) => {
             let u = u.get_ref();
@@ -794,27 +850,7 @@ fn compile_task(t: &Spanned<RawTask>, ctx: &Ctx) -> Result<Group, SpecError> {
             }
             Some(Utilisation { total, method, max })
         }
-    };
-
-    Group::new(Attrs {
-        counts,
-        independent: t.independent,
-        exec,
-        crit,
-        prio,
-        deadline,
-        period,
-        offset,
-        jobs,
-        quota,
-        caps,
-        cores,
-        coreoffset,
-        pkg,
-        config: config.into_boxed_slice(),
-        util,
     })
-    .map_err(|m| ctx.at(t_span, m))
 }
 
 fn as_u64(s: &Scalar) -> Result<u64, String> {

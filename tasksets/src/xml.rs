@@ -20,8 +20,8 @@ pub enum XmlError {
     Syntax {
         /// Byte offset where the reader stopped.
         position: u64,
-        /// The reader's error.
-        source: quick_xml::Error,
+        /// The reader's error (boxed: the XML library's type is not part of this API).
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The document is well-formed but not shaped as expected.
     #[error("XML structure: {0}")]
@@ -105,9 +105,9 @@ fn walk(
     // Per open element: accumulated text, whether it has child elements.
     let mut frames: Vec<(String, bool)> = Vec::new();
     let mut seen_root = false;
-    let syntax = |reader: &Reader<&[u8]>, source| XmlError::Syntax {
+    let syntax = |reader: &Reader<&[u8]>, source: quick_xml::Error| XmlError::Syntax {
         position: reader.buffer_position(),
-        source,
+        source: Box::new(source),
     };
     loop {
         let ev = reader.read_event().map_err(|e| syntax(&reader, e))?;
