@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod distributor;
 pub mod protocol;
 pub mod sim;
+mod time;
 
 mod result_dir;
 pub use result_dir::{

@@ -209,16 +209,7 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 }
 
 fn parse_speed(s: &str) -> Result<Speed, String> {
-    match s {
-        "fast" => Ok(Speed::AsFastAsPossible),
-        "realtime" => Ok(Speed::RealTime),
-        other => match other.parse::<f64>() {
-            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
-            _ => Err(format!(
-                "{other:?}: expected fast, realtime or a positive factor such as 10"
-            )),
-        },
-    }
+    s.parse::<Speed>().map_err(|e| e.to_string())
 }
 
 fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {

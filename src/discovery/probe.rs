@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::target::{probe_available, Dialect, SessionConfig, TargetError};
+use crate::protocol::{probe_available, Dialect, SessionConfig, TargetError};
 
 /// The AVAILABLE command word (v3 targets echo it back).
 pub const AVAILABLE: u32 = 0x000A_AAAA;
@@ -135,7 +135,7 @@ impl Prober for TcpProber {
 
 /// Probes with the target protocol's AVAILABLE handshake (v3 targets): connect, send the
 /// word `0x000AAAAA` (u32 little-endian), and read until the echo arrives. This is the
-/// session's handshake ([`crate::target::probe_available`]), so discovery and the distributor
+/// session's handshake ([`crate::protocol::probe_available`]), so discovery and the distributor
 /// agree on what a target is: frames the target pushes meanwhile (queued profile events) must
 /// be valid frames of at most [`MAX_SKIPPED_FRAME_BYTES`]; a longer length or an undecodable
 /// frame rejects the peer. The whole exchange runs under one timeout.

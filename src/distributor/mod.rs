@@ -81,7 +81,7 @@ pub fn run_fingerprint(workload: &Workload, selection: Selection) -> String {
     ])
 }
 
-pub use crate::target::DEFAULT_PORT;
+pub use crate::protocol::DEFAULT_PORT;
 
 /// Distributor failures.
 #[derive(Debug, thiserror::Error)]

@@ -21,17 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{self, Command, Expect, ServerMsg};
 use super::xml::{self, LiveTask, RawEvent, TimeUnwrapper};
 use super::{Binaries, Dialect, SessionConfig, TargetError};
-
-/// Longest wait any setting can ask for (keeps instant arithmetic from overflowing).
-const MAX_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+use crate::time::{at, MAX_WAIT};
 
 /// Events of unknown types an attempt may carry beyond what its jobs produce.
 const EVENT_SLACK: u64 = 64;
-
-/// `base + d`, with `d` capped at [`MAX_WAIT`].
-fn at(base: Instant, d: Duration) -> Instant {
-    base.checked_add(d.min(MAX_WAIT)).unwrap_or(base)
-}
 
 /// Job accounting of one task in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]

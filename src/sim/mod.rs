@@ -3,7 +3,7 @@
 //! [`SimCluster::start`] binds one listener per simulated host on `127.0.0.x` addresses at one
 //! port, so hosts look like separate machines. Each host behaves like a dom0 server of the
 //! configured [`Dialect`]: one client at a time, the same replies and pushes, CLEAR/START
-//! blocks in real-time modes. Jobs are scheduled for real (see [`sched`]): fixed priority and
+//! blocks in real-time modes. Jobs are scheduled for real (in the `sched` module): fixed priority and
 //! EDF, releases, demands from [`model::DemandModel`], kills at criticaltime and at the next
 //! period, admission test on v1 with OPTIMIZE data. [`fault::FaultConfig`] injects faults.
 //!

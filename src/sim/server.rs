@@ -22,12 +22,10 @@ use super::{HostStats, SimConfig, Speed};
 use crate::protocol::frame::{self, ClientMsg, Command};
 use crate::protocol::xml;
 use crate::protocol::Dialect;
+use crate::time::{at, MAX_WAIT as MAX_SPAN};
 
 /// Size announced by the oversized-frame fault.
 const OVERSIZED_FRAME_BYTES: u32 = 64 << 20;
-
-/// Longest span the simulator waits for (keeps instant arithmetic from overflowing).
-const MAX_SPAN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A span of `secs` seconds, capped at [`MAX_SPAN`] (NaN and negative give zero).
 fn span(secs: f64) -> Duration {
@@ -35,11 +33,6 @@ fn span(secs: f64) -> Duration {
         .map_or(if secs > 0.0 { MAX_SPAN } else { Duration::ZERO }, |d| {
             d.min(MAX_SPAN)
         })
-}
-
-/// `base + d`, with `d` capped at [`MAX_SPAN`].
-fn at(base: Instant, d: Duration) -> Instant {
-    base.checked_add(d.min(MAX_SPAN)).unwrap_or(base)
 }
 
 /// One event in the host's log (not yet sent).
