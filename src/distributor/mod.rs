@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Behaviour:
-//! - One worker task per live target, pulling the next variant from a shared [`WorkQueue`],
+//! - One worker task per live target, pulling the next variant from a shared work queue,
 //!   so an idle target always takes queued work.
 //! - A variant whose attempt times out, loses its connection or hits a target fault goes back
 //!   to the queue (requeued attempts go first). It is recorded `bad` only when the evidence

@@ -1034,8 +1034,9 @@ impl Session {
         }
     }
 
-    /// Run one task-set on this connection: [CLEAR], the fence, [OPTIMIZE (v1)], SEND_DESCS,
-    /// SEND_BINARIES (only names not in `sent`, which it updates), START, events until every
+    /// Run one task-set on this connection: CLEAR (first task-set only), the fence,
+    /// [OPTIMIZE (v1)], SEND_DESCS, SEND_BINARIES (only names not in `sent`, which it updates),
+    /// START, events until every
     /// task sent JOBS_DONE, then CLEAR (written, not awaited: the next task-set's fence takes
     /// its effects). So a reused session pays one CLEAR per task-set.
     ///
