@@ -585,9 +585,15 @@ fn align_up(x: u64, k: u64, n: u64) -> Option<u64> {
     x.checked_add(u64::try_from(add).ok()?)
 }
 
-/// Remove files, then the directories (deepest first; only if empty).
+/// Remove files, the lock file last (while it exists no other process can take the
+/// directory and open the files being removed), then the directories (deepest first; only
+/// if empty).
 fn remove_created(created: &Created) {
-    for f in &created.files {
+    let is_lock = |f: &&PathBuf| f.file_name().is_some_and(|n| n == LOCK_FILE);
+    for f in created.files.iter().filter(|f| !is_lock(f)) {
+        let _ = std::fs::remove_file(f);
+    }
+    for f in created.files.iter().filter(is_lock) {
         let _ = std::fs::remove_file(f);
     }
     for d in &created.dirs {

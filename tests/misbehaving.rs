@@ -150,7 +150,7 @@ async fn a_silent_target_fails_with_a_timeout() {
     };
     let d = builder(&sim)
         .session(session)
-        .quarantine(1, Duration::from_secs(3600))
+        .quarantine(3, Duration::from_secs(3600))
         .build()
         .unwrap();
     let (summary, m) = run_to_end(d, N).await;

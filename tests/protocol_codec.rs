@@ -306,3 +306,98 @@ async fn v1_byte_sequence_and_job_count_check() {
     );
     server.await.unwrap();
 }
+
+/// Push profile frames of `kind` events for task 0 until the client goes away (at most
+/// `frames` frames, so the loop ends by itself).
+async fn flood(s: &mut TcpStream, kind: &str, frames: usize) {
+    let batch: Vec<(&str, u32, u64)> = (0..100).map(|i| (kind, 0, i)).collect();
+    let frame = profile(&batch);
+    for _ in 0..frames {
+        if s.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A target that floods leftovers while the client waits for the fence: the session fails
+/// with a protocol error once the pile passes its cap, instead of buffering without end.
+#[tokio::test]
+async fn a_flood_while_fencing_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        flood(&mut s, "EXIT_EXTERNAL", 20_000).await;
+    });
+    let mut sess = Session::connect(addr, SessionConfig::default())
+        .await
+        .unwrap();
+    let set = TaskSet::new(vec![Task::new(0, "hey")]).unwrap();
+    let e = sess
+        .run_taskset(
+            &set,
+            None,
+            &Binaries::synthetic(),
+            &mut HashSet::new(),
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("events arrived while"), "{e}");
+    drop(sess);
+    server.await.unwrap();
+}
+
+/// A target that stops reading but keeps pushing while a large binary is written: the write
+/// fails after `reply_timeout` without progress; the pushes it reads do not keep it alive.
+#[tokio::test]
+async fn a_target_that_stops_reading_cannot_stall_a_write() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // answer the fence and the first GO_SEND, then only push
+        let mut head = vec![0u8; 8];
+        s.read_exact(&mut head).await.unwrap();
+        s.write_all(&word(Command::Available)).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        s.write_all(&word(Command::GoSend)).await.unwrap();
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if s.write_all(&profile(&[("STARTX", 0, 1)])).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let cfg = SessionConfig {
+        reply_timeout: Duration::from_millis(500),
+        ..SessionConfig::default()
+    };
+    let mut sess = Session::connect(addr, cfg).await.unwrap();
+    let mut binaries = Binaries::new();
+    binaries.insert("big", vec![0x7f; 64 << 20]);
+    let set = TaskSet::new(vec![Task::new(0, "big")]).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = sess
+        .run_taskset(
+            &set,
+            None,
+            &binaries,
+            &mut HashSet::new(),
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("timed out"), "{e}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "the write was kept alive by reads"
+    );
+    drop(sess);
+    server.await.unwrap();
+}

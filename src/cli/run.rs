@@ -114,8 +114,8 @@ pub struct RunArgs {
     pub silence: u64,
 
     /// End the run (exit code 4, with the resume command) after this long without a usable
-    /// target, i.e. none with an open session whose last attempt succeeded: e.g. `90s`, `30m`,
-    /// `2h`; `0` waits forever.
+    /// target (an open session whose last attempt succeeded, or whose current attempt is
+    /// receiving events): e.g. `90s`, `30m`, `2h`; `0` waits forever.
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Duration,
 

@@ -42,6 +42,10 @@ pub struct TargetStats {
     pub busy: Duration,
     /// The last failure.
     pub last_error: Option<String>,
+    /// The current attempt has received events of its task-set (a sign of a working target
+    /// even after earlier failures).
+    #[serde(skip)]
+    pub(crate) receiving: bool,
 }
 
 impl TargetStats {
@@ -160,17 +164,20 @@ impl Metrics {
     }
 
     pub(crate) fn set_state(&self, addr: SocketAddr, state: TargetState) {
-        self.targets()
-            .entry(addr)
-            .or_insert_with(|| TargetStats {
-                state,
-                completed: 0,
-                failed: 0,
-                consecutive_failures: 0,
-                busy: Duration::ZERO,
-                last_error: None,
-            })
-            .state = state;
+        let mut targets = self.targets();
+        let t = targets.entry(addr).or_insert_with(|| TargetStats {
+            state,
+            completed: 0,
+            failed: 0,
+            consecutive_failures: 0,
+            busy: Duration::ZERO,
+            last_error: None,
+            receiving: false,
+        });
+        if state == TargetState::Running || t.state != state {
+            t.receiving = false;
+        }
+        t.state = state;
     }
 
     pub(crate) fn completed(&self, addr: SocketAddr, took: Duration) {
@@ -200,11 +207,20 @@ impl Metrics {
         t.consecutive_failures
     }
 
-    /// Whether some target has an open session and did not fail its last attempt.
+    /// Records that the attempt running on `addr` received events of its task-set.
+    pub(crate) fn saw_events(&self, addr: SocketAddr) {
+        if let Some(t) = self.targets().get_mut(&addr) {
+            t.receiving = true;
+        }
+    }
+
+    /// Whether some target is usable: an open session whose last attempt did not fail, or
+    /// one whose current attempt is receiving its task-set's events.
     pub(crate) fn has_healthy_target(&self) -> bool {
-        self.targets().values().any(|t| {
-            matches!(t.state, TargetState::Idle | TargetState::Running)
-                && t.consecutive_failures == 0
+        self.targets().values().any(|t| match t.state {
+            TargetState::Idle => t.consecutive_failures == 0,
+            TargetState::Running => t.consecutive_failures == 0 || t.receiving,
+            _ => false,
         })
     }
 

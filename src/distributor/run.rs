@@ -204,7 +204,11 @@ async fn supervise(
                         workers.spawn(worker(addr, ctx.clone(), workers_cancel.clone()));
                     }
                 }
-                Some(HostChange::Down(addr)) => tracing::debug!(%addr, "host down"),
+                Some(HostChange::Down(addr)) => {
+                    tracing::debug!(%addr, "host down");
+                    // It may come back rebooted, without the binaries sent to it.
+                    forget_binaries(&ctx, addr);
+                }
                 // The monitor ended (it is cancelled only at shutdown): no new targets.
                 None => monitor_open = false,
             },
@@ -286,10 +290,7 @@ async fn return_to_pool(
 ) {
     if let (Some(cmd), true) = (&ctx.cfg.recovery_cmd, suspect) {
         // A recovered target may have rebooted: its binaries count as unsent.
-        ctx.sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&addr);
+        forget_binaries(&ctx, addr);
         recover(cmd, addr, &ctx.cancel).await;
     }
     if quarantine {
@@ -302,7 +303,9 @@ async fn return_to_pool(
     monitor.report_failed(addr);
 }
 
-/// Periodically: flush every handler, then append the flushed outcomes to the ledger.
+/// Periodically: flush every handler, then append the flushed outcomes to the ledger (with
+/// its fsyncs on a blocking thread). A ledger error stops the run at once: results that
+/// cannot be recorded must not pile up for hours.
 async fn record(
     ctx: Arc<RunCtx>,
     mut ledger: Option<Ledger>,
@@ -323,17 +326,43 @@ async fn record(
                 ctx.fail(e.into());
                 return Ok(());
             }
-            if let Some(l) = ledger.as_mut() {
-                l.append_outcomes(&mut batch)?;
+            if let Some(mut l) = ledger.take() {
+                let written = tokio::task::spawn_blocking(move || {
+                    let r = l.append_outcomes(&mut batch).and_then(|()| {
+                        if last {
+                            l.sync()
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    (l, r)
+                })
+                .await;
+                match written {
+                    Ok((l, Ok(()))) => ledger = Some(l),
+                    Ok((_, Err(e))) => {
+                        ctx.fail(e.into());
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        ctx.fail(DistributorError::Internal(format!("ledger writer: {e}")));
+                        return Ok(());
+                    }
+                }
             }
         }
         if last {
-            if let Some(l) = ledger.as_mut() {
-                l.sync()?;
-            }
             return Ok(());
         }
     }
+}
+
+/// The target may have rebooted: binaries sent to it count as unsent.
+fn forget_binaries(ctx: &RunCtx, addr: SocketAddr) {
+    ctx.sent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&addr);
 }
 
 /// Why a worker ended.
@@ -369,6 +398,10 @@ async fn worker(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%addr, error = %e, "cannot open a session");
+            if matches!(e, TargetError::Refused) {
+                // Nothing listens: dom0 is restarting, so the target may come back rebooted.
+                forget_binaries(&ctx, addr);
+            }
             ctx.metrics.connect_failed(addr, &e.to_string());
             return (
                 addr,
@@ -467,6 +500,7 @@ async fn run_one(
     let fanout = ctx.fanout.clone();
     let metrics = ctx.metrics.clone();
     let mut on_events = move |events: &[TimedEvent]| {
+        metrics.saw_events(addr);
         let missed = fanout.offer(Msg::Live(id, Arc::new(events.to_vec())));
         if missed > 0 {
             metrics

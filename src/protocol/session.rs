@@ -26,6 +26,20 @@ use crate::time::{at, MAX_WAIT};
 /// Events of unknown types an attempt may carry beyond what its jobs produce.
 const EVENT_SLACK: u64 = 64;
 
+/// The GO_SEND word as it arrives on the wire.
+const GO_SEND_WORD: [u8; 4] = 0x90u32.to_le_bytes();
+
+/// How long a lone `0x90` word waits for a frame body before it counts as GO_SEND.
+const GO_SEND_GRACE: Duration = Duration::from_millis(30);
+
+/// Events that may pile up while the client waits for a reply (fence, GO_SEND); more is a
+/// protocol violation (a real drain holds a few dozen).
+const MAX_PENDING_EVENTS: usize = 100_000;
+
+/// Stale events one attempt may see after START before it fails: a few leftovers are normal,
+/// a flood of them is a target fault.
+const MAX_STALE_EVENTS: u64 = 10_000;
+
 /// Job accounting of one task in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskCount {
@@ -84,17 +98,22 @@ pub fn silence_limit(set: &TaskSet, cfg: &SessionConfig) -> Duration {
 }
 
 /// The longest a healthy target can take to run all of `set` after START, plus
-/// `cfg.silence_margin`: the sum of all offsets plus, for the slowest task, `numberofjobs + 1`
-/// periods (the first job is released one period after the task starts, and each job ends at
-/// the latest when its next period begins). An attempt that has not finished by then fails,
-/// however many events the target keeps sending.
+/// `cfg.silence_margin`: the sum of all offsets plus, for the slowest task,
+/// `2 × numberofjobs + 1` periods. The first job is released one period after the task
+/// starts; a job still running at its next release is killed there (EXIT_PERIOD) and the real
+/// Taskloader starts the next job only at the release after that, so an overloaded task needs
+/// two periods per job. An attempt that has not finished by then fails, however many events
+/// the target keeps sending.
 pub fn attempt_limit(set: &TaskSet, cfg: &SessionConfig) -> Duration {
     let slowest = set
         .tasks
         .iter()
         .map(|t| {
-            t.period_ms
-                .saturating_mul(u64::from(t.numberofjobs).saturating_add(1))
+            t.period_ms.saturating_mul(
+                u64::from(t.numberofjobs)
+                    .saturating_mul(2)
+                    .saturating_add(1),
+            )
         })
         .max()
         .unwrap_or(0);
@@ -414,7 +433,9 @@ pub struct Session {
     clock: TimeUnwrapper,
     raw: Vec<RawEvent>,
     inbox: Vec<TimedEvent>,
-    echoes: u32,
+    /// AVAILABLE requests sent and echoes received on this connection.
+    echo_asked: u64,
+    echo_seen: u64,
     go_sends: u32,
     live: Option<Vec<LiveTask>>,
     /// GET_LIVE requests sent and live documents received on this connection.
@@ -469,7 +490,8 @@ impl Session {
             clock: TimeUnwrapper::default(),
             raw: Vec::new(),
             inbox: Vec::new(),
-            echoes: 0,
+            echo_asked: 0,
+            echo_seen: 0,
             go_sends: 0,
             live: None,
             live_asked: 0,
@@ -573,7 +595,7 @@ impl Session {
                     (n, Some(Reply::GoSend))
                 }
                 Ok(Some((ServerMsg::AvailableEcho, n))) => {
-                    self.echoes += 1;
+                    self.echo_seen += 1;
                     (n, Some(Reply::Echo))
                 }
                 Ok(Some((ServerMsg::Frame(doc), n))) if doc.starts_with(b"<live") => {
@@ -593,6 +615,11 @@ impl Session {
                 }
             };
             self.rbuf.advance(used);
+            if self.inbox.len() + self.raw.len() > MAX_PENDING_EVENTS {
+                return self.protocol(format!(
+                    "more than {MAX_PENDING_EVENTS} events arrived while the client waited for a reply"
+                ));
+            }
             if !self.raw.is_empty() {
                 let host_time = SystemTime::now();
                 for r in self.raw.drain(..) {
@@ -646,18 +673,23 @@ impl Session {
     }
 
     /// Write the whole write buffer, reading whatever arrives meanwhile (so a server that
-    /// pushes while we write cannot deadlock us). Bounded by `reply_timeout` of no progress.
+    /// pushes while we write cannot deadlock us). Fails after `reply_timeout` without write
+    /// progress (reads do not count: a target that pushes but stops reading is stuck), and
+    /// stops reading once the read buffer holds more than a few frames.
     async fn flush(&mut self, during: &str) -> Result<(), TargetError> {
         let mut pos = 0;
+        let mut deadline = at(Instant::now(), self.cfg.reply_timeout);
+        let read_cap = self.cfg.max_frame_bytes.saturating_mul(4).max(1 << 20);
         while pos < self.wbuf.len() {
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 && self.rbuf.len() < read_cap {
                 self.rbuf.reserve(64 * 1024);
             }
+            let room = self.rbuf.len() < read_cap;
             let (mut rd, mut wr) = self.stream.split();
-            let step = timeout(self.cfg.reply_timeout, async {
+            let step = timeout_at(deadline, async {
                 tokio::select! {
                     w = wr.write(&self.wbuf[pos..]) => w.map(|n| (n, 0)),
-                    r = rd.read_buf(&mut self.rbuf) => r.map(|n| (0, n)).and_then(|(w, n)| {
+                    r = rd.read_buf(&mut self.rbuf), if room => r.map(|n| (0, n)).and_then(|(w, n)| {
                         if n == 0 {
                             Err(io::Error::from(io::ErrorKind::UnexpectedEof))
                         } else {
@@ -684,7 +716,12 @@ impl Session {
                     };
                     return self.fail(e);
                 }
-                Ok(Ok((w, _))) => pos += w,
+                Ok(Ok((w, _))) => {
+                    if w > 0 {
+                        pos += w;
+                        deadline = at(Instant::now(), self.cfg.reply_timeout);
+                    }
+                }
             }
         }
         self.wbuf.clear();
@@ -695,7 +732,9 @@ impl Session {
     fn take_reply(&mut self, what: Reply) -> bool {
         match what {
             Reply::GoSend if self.go_sends > 0 => self.go_sends -= 1,
-            Reply::Echo if self.echoes > 0 => self.echoes -= 1,
+            // Every AVAILABLE asked so far is answered: the last one is the awaited one, and
+            // a leftover echo (a liveness probe of the previous task-set) cannot stand in.
+            Reply::Echo if self.echo_seen >= self.echo_asked => {}
             Reply::Live if self.live_seen >= self.live_asked => {}
             _ => return false,
         }
@@ -716,6 +755,12 @@ impl Session {
             Reply::Live => "GET_LIVE document",
         };
         loop {
+            if what == Reply::GoSend && self.go_sends == 0 && self.rbuf[..] == GO_SEND_WORD {
+                // A 144-byte push whose length word came alone looks exactly like GO_SEND;
+                // give its body a moment to follow before deciding.
+                let grace = at(Instant::now(), GO_SEND_GRACE).min(deadline);
+                self.fill(grace, during, cancel).await?;
+            }
             self.process(what == Reply::GoSend, Some(what))?;
             if self.take_reply(what) {
                 return Ok(true);
@@ -773,9 +818,15 @@ impl Session {
                 what: "AVAILABLE".into(),
             });
         }
-        frame::encode_command(&mut self.wbuf, Command::Available);
+        self.push_available();
         self.flush("sending AVAILABLE").await?;
         self.wait_reply(Reply::Echo, None).await
+    }
+
+    /// Append AVAILABLE and count it as asked.
+    fn push_available(&mut self) {
+        frame::encode_command(&mut self.wbuf, Command::Available);
+        self.echo_asked += 1;
     }
 
     /// Append the request whose reply marks the end of what was written before it (v3:
@@ -783,7 +834,7 @@ impl Session {
     /// say which fence it is.
     fn push_fence(&mut self) -> Fence {
         if self.cfg.dialect.has_available() {
-            frame::encode_command(&mut self.wbuf, Command::Available);
+            self.push_available();
             return Fence::Echo;
         }
         if !self.cfg.dialect.pushes_events() {
@@ -827,6 +878,9 @@ impl Session {
             }
         }
         let drained = std::mem::take(&mut self.inbox);
+        if !drained.is_empty() {
+            tracing::debug!(addr = %self.addr, events = drained.len(), "stale events before the fence");
+        }
         self.stale += drained.len() as u64;
         Ok(drained)
     }
@@ -1006,7 +1060,8 @@ impl Session {
         self.flush("sending GET_LIVE").await?;
         let deadline = at(Instant::now(), self.cfg.reply_timeout);
         if !self.await_reply(Reply::Live, deadline, None).await? {
-            self.live_seen = self.live_asked;
+            // A late answer could later be taken for a fence's: fence with the window.
+            self.answers_live = Some(false);
         }
         Ok(self.live.take())
     }
@@ -1132,8 +1187,13 @@ impl Session {
             .collect_run(set, &mut drained, on_events, cancel)
             .await?;
         frame::encode_command(&mut self.wbuf, Command::Clear);
-        self.flush("sending CLEAR").await?;
-        self.dirty = false;
+        match self.flush("sending CLEAR").await {
+            Ok(()) => self.dirty = false,
+            // Every JOBS_DONE is in: the task-set is done; only the session is lost.
+            Err(e) => {
+                tracing::debug!(addr = %self.addr, error = %e, "CLEAR after a finished task-set failed")
+            }
+        }
         Ok(TasksetRun {
             events,
             drained,
@@ -1148,7 +1208,7 @@ impl Session {
     async fn send_due(&mut self, due: &Due, watch: &mut Watch) -> Result<(), TargetError> {
         match due {
             Due::Probe => {
-                frame::encode_command(&mut self.wbuf, Command::Available);
+                self.push_available();
                 self.flush("sending AVAILABLE").await?;
                 watch.on_probe_sent(Instant::now());
             }
@@ -1175,24 +1235,30 @@ impl Session {
         let mut watch = Watch::new(set, &self.cfg, Instant::now());
         let mut events: Vec<TimedEvent> = Vec::new();
         let mut fresh: Vec<TimedEvent> = Vec::new();
+        let mut stale_here: u64 = 0;
         loop {
             self.process(false, None)?;
             let now = Instant::now();
-            if self.echoes > 0 {
-                self.echoes = 0;
+            if self.echo_seen >= self.echo_asked && watch.probe_deadline.is_some() {
                 watch.on_echo(now);
             }
             if !self.inbox.is_empty() {
-                watch.on_events(now);
                 let mut fault = None;
                 for ev in self.inbox.drain(..) {
                     match tally.take(&ev.event) {
                         Ok(Verdict::Counted) => fresh.push(ev),
-                        Ok(Verdict::Stale) => {
+                        Ok(Verdict::Stale) if stale_here < MAX_STALE_EVENTS => {
                             tracing::debug!(addr = %self.addr, task = ev.event.task_id, kind = %ev.event.kind,
                                 "stale event before the task-set began");
                             self.stale += 1;
+                            stale_here += 1;
                             stale.push(ev);
+                        }
+                        Ok(Verdict::Stale) => {
+                            fault = Some(format!(
+                                "more than {MAX_STALE_EVENTS} stale events before the task-set began"
+                            ));
+                            break;
                         }
                         Err(reason) => {
                             fault = Some(reason);
@@ -1202,6 +1268,8 @@ impl Session {
                 }
                 self.inbox.clear();
                 if !fresh.is_empty() {
+                    // Only events of this task-set are signs of life of its run.
+                    watch.on_events(now);
                     on_events(&fresh);
                     events.append(&mut fresh);
                 }
@@ -1386,10 +1454,10 @@ mod tests {
         s.tasks[0].offset_ms = 50;
         s.tasks[1].offset_ms = 70;
         s.tasks[1].period_ms = 500;
-        // offsets 120 + max(4 * 100, 2 * 500) + 1000
+        // offsets 120 + max(7 * 100, 3 * 500) + 1000
         assert_eq!(
             attempt_limit(&s, &cfg),
-            Duration::from_millis(120 + 1000 + 1000)
+            Duration::from_millis(120 + 1500 + 1000)
         );
         assert_eq!(event_budget(&s), 7 + 3 + EVENT_SLACK);
         s.tasks[0].numberofjobs = u32::MAX;
@@ -1413,8 +1481,9 @@ mod tests {
         w.on_probe_sent(t0 + Duration::from_millis(60));
         assert_eq!(w.due(t0 + Duration::from_millis(95)), Due::ProbeUnanswered);
         w.on_echo(t0 + Duration::from_millis(95));
-        // silence limit = 2 periods = 200 ms; the hard limit = 2 periods too, checked first
-        assert_eq!(w.due(t0 + Duration::from_millis(200)), Due::TooLong);
+        // silence limit = 2 periods = 200 ms, before the hard limit of 3 periods
+        assert_eq!(w.due(t0 + Duration::from_millis(200)), Due::Silent);
+        assert_eq!(w.due(t0 + Duration::from_millis(300)), Due::TooLong);
         assert!(w.wake() <= t0 + Duration::from_millis(200));
     }
 }
