@@ -20,6 +20,9 @@ use taskdist_handlers::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a handler thread lets messages gather when its queue runs empty.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Capacity of each handler's channel.
 const HANDLER_QUEUE: usize = 1024;
 
@@ -123,7 +126,21 @@ async fn handler_loop(
     mut rx: mpsc::Receiver<Envelope>,
 ) -> Result<(), HandlerError> {
     let mut failed: Option<String> = None;
-    while let Some(env) = rx.recv().await {
+    loop {
+        let env = match rx.try_recv() {
+            Ok(env) => env,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing queued: let a batch gather before sleeping on the channel, so a busy
+                // run wakes this thread about once per millisecond, not once per message
+                // (on two cores a wake-up per message cost a fifth of the CSV throughput).
+                tokio::time::sleep(BATCH_WAIT).await;
+                match rx.recv().await {
+                    Some(env) => env,
+                    None => break,
+                }
+            }
+        };
         match env {
             Envelope::Flush(ack) => {
                 let r = match &failed {
