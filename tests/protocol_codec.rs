@@ -401,3 +401,67 @@ async fn a_target_that_stops_reading_cannot_stall_a_write() {
     drop(sess);
     server.await.unwrap();
 }
+
+/// A 144-byte push whose length word (0x90, the GO_SEND word) arrives on its own where
+/// GO_SEND is awaited: the session waits a moment for a body before deciding, so the push is
+/// read as a (stale) frame and the real GO_SEND that follows is the one answered.
+#[tokio::test]
+async fn a_lone_0x90_length_word_is_not_taken_for_go_send() {
+    let set = TaskSet::new(vec![Task::new(0, "hey")]).unwrap();
+    let xml = set.to_xml();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut clear = word(Command::Clear);
+        clear.extend(word(Command::Available));
+        expect_bytes(&mut s, &clear, "CLEAR + AVAILABLE").await;
+        s.write_all(&word(Command::Available)).await.unwrap();
+        let mut load = Vec::new();
+        frame::encode_send_descs(&mut load, xml.as_bytes()).unwrap();
+        frame::encode_send_binaries(&mut load, 1);
+        expect_bytes(&mut s, &load, "SEND_DESCS + SEND_BINARIES").await;
+        // a push of exactly 144 bytes, its length word sent alone
+        let mut doc = String::from("<profile><events><event type=\"EXIT_EXTERNAL\" task-id=\"0\" time-stamp=\"7\"/></events></profile>");
+        while doc.len() < 142 {
+            doc.push(' ');
+        }
+        let push = frame::encode_frame_vec(doc.as_bytes());
+        assert_eq!(&push[..4], &[0x90, 0, 0, 0]);
+        // two sends, as a server may write a frame; with Nagle on (as here), the body can
+        // wait for the client's delayed ACK of the length word
+        s.write_all(&push[..4]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.write_all(&push[4..]).await.unwrap();
+        s.write_all(&word(Command::GoSend)).await.unwrap();
+        let mut bin = Vec::new();
+        frame::encode_binary(&mut bin, "hey", &Binaries::synthetic().get("hey").unwrap()).unwrap();
+        bin.extend(word(Command::Start));
+        expect_bytes(&mut s, &bin, "binary + START").await;
+        s.write_all(&profile(&[
+            ("START", 0, 10),
+            ("EXIT", 0, 11),
+            ("JOBS_DONE", 0, 11),
+        ]))
+        .await
+        .unwrap();
+        expect_bytes(&mut s, &word(Command::Clear), "CLEAR").await;
+    });
+    let mut sess = Session::connect(addr, SessionConfig::default())
+        .await
+        .unwrap();
+    let run = sess
+        .run_taskset(
+            &set,
+            None,
+            &Binaries::synthetic(),
+            &mut HashSet::new(),
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(run.drained.len(), 1, "{:?}", run.drained);
+    assert_eq!(run.events.len(), 3);
+}

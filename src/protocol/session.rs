@@ -29,8 +29,11 @@ const EVENT_SLACK: u64 = 64;
 /// The GO_SEND word as it arrives on the wire.
 const GO_SEND_WORD: [u8; 4] = 0x90u32.to_le_bytes();
 
-/// How long a lone `0x90` word waits for a frame body before it counts as GO_SEND.
-const GO_SEND_GRACE: Duration = Duration::from_millis(30);
+/// How long a lone `0x90` word waits for a frame body before it counts as GO_SEND: longer
+/// than a delayed ACK (40–200 ms on Linux), which a server with Nagle's algorithm on waits
+/// for before it sends the body after the length word. Paid once per binary sent (a real
+/// GO_SEND always arrives alone), i.e. a few times per target boot.
+const GO_SEND_GRACE: Duration = Duration::from_millis(250);
 
 /// Events that may pile up while the client waits for a reply (fence, GO_SEND); more is a
 /// protocol violation (a real drain holds a few dozen).
