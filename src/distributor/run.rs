@@ -508,6 +508,7 @@ async fn run_one(
                 .fetch_add(missed as u64, Ordering::Relaxed);
         }
     };
+    let stale_before = session.stale_events();
     let result = session
         .run_taskset(
             &taskset,
@@ -518,14 +519,14 @@ async fn run_one(
             cancel,
         )
         .await;
+    // Stale events of this attempt, whether it finished or failed.
+    ctx.metrics.stale_events.fetch_add(
+        session.stale_events().saturating_sub(stale_before),
+        Ordering::Relaxed,
+    );
     match result {
         Ok(run) => {
             let n = run.events.len() as u64;
-            if !run.drained.is_empty() {
-                ctx.metrics
-                    .stale_events
-                    .fetch_add(run.drained.len() as u64, Ordering::Relaxed);
-            }
             ctx.metrics.completed(addr, t0.elapsed());
             ctx.attempts_ok.fetch_add(1, Ordering::Relaxed);
             let finished = VariantFinished {
