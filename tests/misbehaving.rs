@@ -229,3 +229,48 @@ async fn a_run_without_a_usable_target_gives_up() {
         "one broken target is no evidence against a variant"
     );
 }
+
+/// A handler that fails on its first finished task-set.
+struct Failing;
+
+#[async_trait::async_trait]
+impl taskdist::handlers::EventHandler for Failing {
+    async fn taskset_finished(
+        &mut self,
+        _v: &taskdist::handlers::VariantFinished,
+    ) -> Result<(), taskdist::handlers::HandlerError> {
+        Err(taskdist::handlers::HandlerError::Other(
+            "disk full (test)".into(),
+        ))
+    }
+}
+
+/// When one handler fails, the run stops with its error, and `close` still reports the end
+/// to the other handlers, flushes and joins them before returning that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handler_stops_the_run_and_close_still_finishes_the_others() {
+    let sim = cluster(1, [127, 0, 47, 2], Vec::new()).await;
+    let rec = common::Recorder::default();
+    let mut d = builder(&sim)
+        .handler(Failing)
+        .handler(rec.clone())
+        .build()
+        .unwrap();
+    d.start(spec_with(50)).await.unwrap();
+    // Once a variant is done, the failing handler has it (or will): the run's last flush
+    // fails even if close() stops the run first.
+    let deadline = std::time::Instant::now() + RUN_BOUND;
+    while d.metrics().done == 0 {
+        assert!(std::time::Instant::now() < deadline, "no variant was done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = tokio::time::timeout(RUN_BOUND, d.close())
+        .await
+        .expect("close did not end by itself")
+        .unwrap_err();
+    sim.shutdown().await;
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let seen = rec.seen();
+    assert!(seen.summary.is_some(), "run_finished was not delivered");
+    assert!(seen.flushes >= 1);
+}

@@ -466,20 +466,38 @@ impl Distributor {
 
     /// Stop any run, report the run end to the handlers, flush and close them.
     pub async fn close(mut self) -> Result<RunSummary, DistributorError> {
+        // A failed run still gets its handlers flushed and joined (files closed in order);
+        // the run's error is returned afterwards.
+        let mut first_error = None;
         if let Some(run) = self.run.take() {
             run.cancel.cancel();
-            self.finish(run).await?;
+            if let Err(e) = self.finish(run).await {
+                first_error = Some(e);
+            }
         }
         let totals = self.totals.clone();
         if let Some(fanout) = self.fanout.take() {
-            fanout
-                .sender()
-                .send(fanout::Msg::RunFinished(Arc::new(totals.clone())))
-                .await?;
-            fanout.sender().flush().await?;
-            fanout.join().await?;
+            let finished = {
+                // This sender must be gone before the join: the handler threads end when
+                // every sender is dropped.
+                let sender = fanout.sender();
+                match sender
+                    .send(fanout::Msg::RunFinished(Arc::new(totals.clone())))
+                    .await
+                {
+                    Ok(()) => sender.flush().await,
+                    Err(e) => Err(e),
+                }
+            };
+            let joined = fanout.join().await;
+            if let Err(e) = finished.and(joined) {
+                first_error.get_or_insert(e.into());
+            }
         }
-        Ok(totals)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(totals),
+        }
     }
 
     /// The targets' addresses as configured (for logs).
