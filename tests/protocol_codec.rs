@@ -156,6 +156,23 @@ fn word(c: Command) -> Vec<u8> {
     c.word().to_le_bytes().to_vec()
 }
 
+/// Run `set` once on a fresh session state (nothing sent yet), without admission data.
+async fn run_once(
+    sess: &mut Session,
+    set: &TaskSet,
+    binaries: &Binaries,
+) -> Result<taskdist::protocol::TasksetRun, taskdist::protocol::TargetError> {
+    sess.run_taskset(
+        set,
+        None,
+        binaries,
+        &mut HashSet::new(),
+        &mut |_| {},
+        &CancellationToken::new(),
+    )
+    .await
+}
+
 /// A scripted v3 server: pushes a frame before the AVAILABLE echo and another before GO_SEND,
 /// and checks every byte the client writes.
 #[tokio::test]
@@ -333,15 +350,7 @@ async fn a_flood_while_fencing_is_cut_off() {
         .await
         .unwrap();
     let set = TaskSet::new(vec![Task::new(0, "hey")]).unwrap();
-    let e = sess
-        .run_taskset(
-            &set,
-            None,
-            &Binaries::synthetic(),
-            &mut HashSet::new(),
-            &mut |_| {},
-            &CancellationToken::new(),
-        )
+    let e = run_once(&mut sess, &set, &Binaries::synthetic())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("events arrived while"), "{e}");
@@ -382,17 +391,7 @@ async fn a_target_that_stops_reading_cannot_stall_a_write() {
     binaries.insert("big", vec![0x7f; 64 << 20]);
     let set = TaskSet::new(vec![Task::new(0, "big")]).unwrap();
     let t0 = std::time::Instant::now();
-    let e = sess
-        .run_taskset(
-            &set,
-            None,
-            &binaries,
-            &mut HashSet::new(),
-            &mut |_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = run_once(&mut sess, &set, &binaries).await.unwrap_err();
     assert!(e.to_string().contains("timed out"), "{e}");
     assert!(
         t0.elapsed() < Duration::from_secs(25),
@@ -450,15 +449,7 @@ async fn a_lone_0x90_length_word_is_not_taken_for_go_send() {
     let mut sess = Session::connect(addr, SessionConfig::default())
         .await
         .unwrap();
-    let run = sess
-        .run_taskset(
-            &set,
-            None,
-            &Binaries::synthetic(),
-            &mut HashSet::new(),
-            &mut |_| {},
-            &CancellationToken::new(),
-        )
+    let run = run_once(&mut sess, &set, &Binaries::synthetic())
         .await
         .unwrap();
     server.await.unwrap();

@@ -207,6 +207,13 @@ impl Metrics {
         t.consecutive_failures
     }
 
+    /// Attempts completed and failed on all targets so far.
+    pub(crate) fn attempts(&self) -> (u64, u64) {
+        self.targets().values().fold((0, 0), |(ok, failed), t| {
+            (ok + t.completed, failed + t.failed)
+        })
+    }
+
     /// Records that the attempt running on `addr` received events of its task-set.
     pub(crate) fn saw_events(&self, addr: SocketAddr) {
         if let Some(t) = self.targets().get_mut(&addr) {

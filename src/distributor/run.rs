@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -31,9 +31,6 @@ const HEALTH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Shared state of one run.
 struct RunCtx {
     cfg: Arc<Config>,
-    /// Attempts of this run that finished, and that failed (target or variant faults).
-    attempts_ok: AtomicU64,
-    attempts_failed: AtomicU64,
     workload: Workload,
     queue: WorkQueue,
     fanout: FanoutSender,
@@ -118,8 +115,6 @@ pub(crate) fn launch(
         started_at: SystemTime::now(),
     };
     let ctx = Arc::new(RunCtx {
-        attempts_ok: AtomicU64::new(0),
-        attempts_failed: AtomicU64::new(0),
         queue: WorkQueue::new(len, cfg.selection, done),
         cfg,
         workload,
@@ -528,7 +523,6 @@ async fn run_one(
         Ok(run) => {
             let n = run.events.len() as u64;
             ctx.metrics.completed(addr, t0.elapsed());
-            ctx.attempts_ok.fetch_add(1, Ordering::Relaxed);
             let finished = VariantFinished {
                 id,
                 taskset,
@@ -571,8 +565,7 @@ async fn run_one(
             if !job.failed_on.contains(&addr) {
                 job.failed_on.push(addr);
             }
-            let failed = ctx.attempts_failed.fetch_add(1, Ordering::Relaxed) + 1;
-            let ok = ctx.attempts_ok.load(Ordering::Relaxed);
+            let (ok, failed) = ctx.metrics.attempts();
             // Laplace's rule: a fresh run counts as one failure in two attempts.
             let p_fail = (failed + 1) as f64 / (failed + ok + 2) as f64;
             if points_at_variant(job, ctx.cfg.attempts, p_fail) {

@@ -173,8 +173,9 @@ struct Tally {
     /// A job of this task-set has begun (START or NOT_SCHEDULED seen). Before that, job
     /// endings and JOBS_DONE cannot belong to this task-set: they are stale.
     begun: bool,
-    /// Events this attempt may still count.
+    /// Events this attempt may count ([`event_budget`]), and those counted so far.
     budget: u64,
+    counted: u64,
 }
 
 impl Tally {
@@ -203,6 +204,7 @@ impl Tally {
             index,
             begun: false,
             budget: event_budget(set),
+            counted: 0,
         }
     }
 
@@ -217,17 +219,13 @@ impl Tally {
             return Ok(Verdict::Stale);
         }
         self.begun |= begins;
-        if self.budget == 0 {
+        if self.counted == self.budget {
             return Err(format!(
                 "more events than the task-set can produce ({} at most)",
-                self.counts
-                    .iter()
-                    .map(|c| u64::from(c.expected_jobs) * 2 + 1)
-                    .sum::<u64>()
-                    + EVENT_SLACK
+                self.budget
             ));
         }
-        self.budget -= 1;
+        self.counted += 1;
         let slot = match &self.index {
             Some(m) => m.get(&e.task_id).copied(),
             None => self.counts.iter().position(|c| c.task_id == e.task_id),
