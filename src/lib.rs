@@ -7,12 +7,14 @@
 //! - [`discovery`]: host pools from CIDR ranges, probing, re-checks with backoff.
 //! - [`protocol`]: the target wire protocol (codec, XML, sessions).
 //! - [`sim`]: a simulated target speaking the same protocol.
-//! - [`distributor`]: the run: queue, workers, requeue, ledger, handler fan-out.
+//! - [`distributor`]: one experiment's run: queue, requeue, ledger, handler fan-out.
+//! - [`pool`]: a target pool shared by many experiments: labels, priorities, strategies.
 
 #![warn(missing_docs)]
 
 pub mod discovery;
 pub mod distributor;
+pub mod pool;
 pub mod protocol;
 pub mod sim;
 mod time;

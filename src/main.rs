@@ -50,7 +50,7 @@ enum Command {
         taskdist run my-spec.toml 10.200.45.0/24 --binaries bins --out run1\n  \
         taskdist run my-spec.toml 10.200.45.0/24 --binaries bins --resume run1")]
     Run(Box<cli::run::RunArgs>),
-    /// List catalog task-sets, result handlers and protocol dialects.
+    /// List catalog task-sets, result handlers, protocol dialects and distribution strategies.
     List(cli::list::ListArgs),
     /// Find reachable targets in address ranges (prints one address per line).
     Discover(cli::discover::DiscoverArgs),

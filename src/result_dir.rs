@@ -610,11 +610,25 @@ impl DistributorBuilder {
         dir: &mut ResultDir,
         kinds: &[HandlerKind],
     ) -> Result<DistributorBuilder, ResultDirError> {
-        let mut b = self.ledger(dir.path.clone(), true);
-        for h in dir.handlers(kinds)? {
+        let (ledger, handlers) = dir.attach(kinds)?;
+        let mut b = self.ledger(ledger, true);
+        for h in handlers {
             b = b.boxed_handler(h);
         }
-        Ok(b.handler(LockKeeper(dir.lock.clone())))
+        Ok(b)
+    }
+}
+
+impl ResultDir {
+    /// The ledger directory and the handlers of `kinds` for a run writing here; the last
+    /// handler keeps the directory locked until the run's handlers are closed.
+    pub(crate) fn attach(
+        &mut self,
+        kinds: &[HandlerKind],
+    ) -> Result<(PathBuf, Vec<Box<dyn EventHandler>>), ResultDirError> {
+        let mut handlers = self.handlers(kinds)?;
+        handlers.push(Box::new(LockKeeper(self.lock.clone())));
+        Ok((self.path.clone(), handlers))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use taskdist::pool::strategy;
 use taskdist::tasksets::catalog;
 
 /// Arguments of `taskdist list`.
@@ -22,6 +23,8 @@ pub enum ListWhat {
     Handlers,
     /// Target protocol dialects for `--dialect`.
     Dialects,
+    /// Distribution strategies for `run --strategy`.
+    Strategies,
 }
 
 /// Run `taskdist list`.
@@ -55,6 +58,17 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         }
         for (name, desc) in DIALECTS {
             out.push_str(&format!("  {name:3}  {desc}\n"));
+        }
+    }
+    if all || args.what == Some(ListWhat::Strategies) {
+        if all {
+            out.push_str(&format!(
+                "strategies (for `--strategy`, combine with commas; default {}):\n",
+                strategy::DEFAULT_STRATEGY
+            ));
+        }
+        for (name, desc) in strategy::STRATEGIES {
+            out.push_str(&format!("  {name:14}  {desc}\n"));
         }
     }
     print!("{out}");

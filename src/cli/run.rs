@@ -13,7 +13,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskdist::discovery::HostPool;
 use taskdist::distributor::{
-    Distributor, DistributorError, Metrics, ProbeKind, Selection, Workload, DEFAULT_PORT,
+    DistributorError, Metrics, MetricsSnapshot, ProbeKind, Selection, Workload, DEFAULT_PORT,
+};
+use taskdist::pool::{
+    strategy, Experiment, Labels, Pool, PoolConfig, PoolFile, Selector, SimGroup, TargetGroup,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
 use taskdist::{HandlerKind as LibHandlerKind, ResultDir, ResumeOptions};
@@ -26,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// Arguments of `taskdist run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Task-set spec: a catalog name (see `taskdist list tasksets`) or the path of a spec file
-    /// (TOML).
+    /// Task-set spec: a catalog name (see `taskdist list tasksets`), the path of a spec file
+    /// (TOML), or an experiments file whose `[[experiment]]` tables name several specs to run
+    /// at once on the same targets (results in --out DIR/NAME).
     pub taskset: String,
 
     /// Target hosts: addresses, host:port, or CIDR ranges such as 10.200.45.0/24 or
@@ -94,9 +98,33 @@ pub struct RunArgs {
     pub shard: Option<(u64, u64)>,
 
     /// Start N simulated targets on 127.0.0.2, 127.0.0.3, ... in this process and use them
-    /// (instead of HOSTS).
-    #[arg(long, value_name = "N")]
-    pub simulate: Option<usize>,
+    /// (instead of HOSTS). Repeatable, each a group with its own dialect (default --dialect)
+    /// and labels: `--simulate 4:v3:board=a --simulate 2:v1:board=b`.
+    #[arg(long, value_name = "N[:DIALECT][:KEY=VALUE,...]")]
+    pub simulate: Vec<String>,
+
+    /// Pool file (TOML) listing target groups with their hosts, port, dialect and labels
+    /// (see the README); used together with HOSTS and --simulate groups.
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+
+    /// How targets are matched with variants: greedy, round-robin, fastest, affinity,
+    /// specialization, or several joined by commas (see `taskdist list strategies`).
+    #[arg(long, default_value = strategy::DEFAULT_STRATEGY, value_parser = parse_strategy)]
+    pub strategy: String,
+
+    /// Priority of the experiment (higher first; overrides the spec's `priority`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+
+    /// Weight of the experiment among experiments of equal priority (overrides the spec's).
+    #[arg(long, value_parser = parse_weight)]
+    pub weight: Option<f64>,
+
+    /// Run only on targets whose labels satisfy this, added to the spec's `[requires]`:
+    /// `board=imx6`, `board=a|b`, `site!=lab1`, `cores>=2`. Repeatable (all must hold).
+    #[arg(long = "require", value_name = "KEY=VALUE")]
+    pub require: Vec<String>,
 
     /// Speed of the simulated targets: `fast` (as fast as possible), `realtime`, or a factor
     /// such as `10` (ten times real time).
@@ -208,6 +236,20 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     Ok((k, n))
 }
 
+fn parse_strategy(s: &str) -> Result<String, String> {
+    strategy::by_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+fn parse_weight(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && w > 0.0 => Ok(w),
+        _ => Err(format!(
+            "{s:?}: expected a positive number such as 1 or 2.5"
+        )),
+    }
+}
+
 fn parse_speed(s: &str) -> Result<Speed, String> {
     s.parse::<Speed>().map_err(|e| e.to_string())
 }
@@ -232,51 +274,268 @@ fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {
     }
 }
 
-/// Everything `taskdist run` needs, checked before the result directory is touched.
-struct Plan {
+/// One experiment of a `taskdist run`, checked before any result directory is touched.
+struct ExpPlan {
+    name: String,
     workload: Workload,
     selection: Selection,
+    priority: i64,
+    weight: f64,
+    requires: Selector,
+    /// Its result directory (`--out`/`--resume`, or DIR/NAME in an experiments file).
+    dir: PathBuf,
+}
+
+/// Everything `taskdist run` needs, checked before the result directory is touched.
+struct Plan {
+    experiments: Vec<ExpPlan>,
+    /// Whether the experiments came from an experiments file.
+    batch: bool,
     binaries: Binaries,
     kinds: Vec<LibHandlerKind>,
+    sim_groups: Vec<SimGroup>,
+    pool_file: Option<PoolFile>,
+    strategy: Arc<dyn strategy::Strategy>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-/// Check every argument; nothing is written here.
-fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
-    let spec = Spec::load(&args.taskset)?;
-    let mut workload = Workload::new(spec.clone());
-    workload.admission = spec.admission();
-    if let Some(path) = &args.admission {
-        workload.admission = Some(load_admission(path).map_err(|e| usage(format!("{e:#}")))?);
+/// An experiments file: several specs run at once on the same targets.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentsFile {
+    experiment: Vec<ExperimentEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentEntry {
+    /// A catalog name or a spec file, relative to the experiments file.
+    spec: String,
+    name: Option<String>,
+    priority: Option<i64>,
+    weight: Option<f64>,
+    limit: Option<u64>,
+    shard: Option<String>,
+    requires: Option<toml::Table>,
+    admission: Option<PathBuf>,
+}
+
+/// The experiments file at `path`, if it is one (a TOML file with `[[experiment]]` tables).
+fn experiments_file(path: &str) -> anyhow::Result<Option<ExperimentsFile>> {
+    let p = Path::new(path);
+    if !p.is_file() {
+        return Ok(None);
     }
-    if workload.admission.is_some() && !args.dialect.has_optimize() {
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return Ok(None);
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(None);
+    };
+    if !table.contains_key("experiment") {
+        return Ok(None);
+    }
+    let file: ExperimentsFile = toml::from_str(&text).map_err(|e| {
+        usage(format!(
+            "experiments file {path}: {}; expected [[experiment]] tables with spec and optional \
+             name, priority, weight, limit, shard, requires, admission",
+            e.message()
+        ))
+    })?;
+    if file.experiment.is_empty() {
         return Err(usage(format!(
-            "admission-control data (from {}) needs --dialect v1; {} targets have no OPTIMIZE",
-            args.admission
-                .as_ref()
-                .map_or_else(|| "the spec".to_owned(), |p| p.display().to_string()),
-            args.dialect
+            "experiments file {path}: no [[experiment]] table"
         )));
     }
-    if args.simulate.is_some() && !args.hosts.is_empty() {
+    Ok(Some(file))
+}
+
+fn check_admission(workload: &Workload, origin: &str, groups_v1: bool) -> anyhow::Result<()> {
+    if workload.admission.is_some() && !groups_v1 {
+        return Err(usage(format!(
+            "admission-control data (from {origin}) needs v1 targets (--dialect v1, or a v1 group \
+             in --pool or --simulate); v2 and v3 targets have no OPTIMIZE"
+        )));
+    }
+    Ok(())
+}
+
+/// Check every argument; nothing is written here.
+fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
+    let mut sim_groups = Vec::new();
+    for text in &args.simulate {
+        let g: SimGroup = text
+            .parse()
+            .map_err(|e| usage(format!("--simulate {text}: {e}")))?;
+        sim_groups.push(g);
+    }
+    let total_sim: usize = sim_groups.iter().map(|g| g.count).sum();
+    if total_sim > 250 {
+        return Err(usage(format!(
+            "--simulate: {total_sim} simulated targets in all; expected 1 to 250"
+        )));
+    }
+    let pool_file = match &args.pool {
+        Some(p) => Some(PoolFile::load(p).map_err(|e| usage(e.to_string()))?),
+        None => None,
+    };
+    if !sim_groups.is_empty() && !args.hosts.is_empty() {
         return Err(usage("give either HOSTS or --simulate N, not both"));
     }
-    if args.simulate.is_none() && args.hosts.is_empty() {
+    if sim_groups.is_empty() && args.hosts.is_empty() && pool_file.is_none() {
         return Err(usage(
-            "no targets: give HOSTS (addresses or CIDR ranges) or --simulate N",
+            "no targets: give HOSTS (addresses or CIDR ranges), --pool FILE or --simulate N",
         ));
     }
-    if let Some(n) = args.simulate {
-        if n == 0 || n > 250 {
-            return Err(usage(format!(
-                "--simulate {n}: expected 1 to 250 simulated targets"
-            )));
-        }
-    } else {
+    if !args.hosts.is_empty() {
         HostPool::parse(&args.hosts, args.port)?;
+    }
+    // Which dialects the pool will have (for admission data).
+    let mut v1 = (!args.hosts.is_empty() || sim_groups.iter().any(|g| g.dialect.is_none()))
+        && args.dialect.has_optimize();
+    v1 |= sim_groups
+        .iter()
+        .any(|g| g.dialect.is_some_and(|d| d.has_optimize()));
+    v1 |= pool_file
+        .as_ref()
+        .is_some_and(|f| f.groups.iter().any(|g| g.dialect.has_optimize()));
+
+    let cli_requires = Selector::from_clauses(args.require.iter().map(String::as_str))
+        .map_err(|e| usage(format!("--require: {e}")))?;
+    let mut experiments = Vec::new();
+    let batch = experiments_file(&args.taskset)?;
+    let is_batch = batch.is_some();
+    match batch {
+        None => {
+            let spec = Spec::load(&args.taskset)?;
+            let mut workload = Workload::new(spec.clone());
+            workload.admission = spec.admission();
+            if let Some(path) = &args.admission {
+                workload.admission =
+                    Some(load_admission(path).map_err(|e| usage(format!("{e:#}")))?);
+            }
+            let origin = args
+                .admission
+                .as_ref()
+                .map_or_else(|| "the spec".to_owned(), |p| p.display().to_string());
+            check_admission(&workload, &origin, v1)?;
+            let spec_requires = match spec.requires() {
+                Some(t) => Selector::from_toml(t)
+                    .map_err(|e| usage(format!("{}: [requires]: {e}", args.taskset)))?,
+                None => Selector::any(),
+            };
+            experiments.push(ExpPlan {
+                name: spec.name().to_owned(),
+                workload,
+                selection: Selection {
+                    limit: args.limit,
+                    shard: args.shard,
+                },
+                priority: args.priority.or(spec.priority()).unwrap_or(0),
+                weight: args.weight.or(spec.weight()).unwrap_or(1.0),
+                requires: spec_requires.and(cli_requires),
+                dir: args.resume.clone().unwrap_or_else(|| args.out.clone()),
+            });
+        }
+        Some(file) => {
+            let here = Path::new(&args.taskset)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let per_experiment = [
+                ("--limit", args.limit.is_some()),
+                ("--shard", args.shard.is_some()),
+                ("--priority", args.priority.is_some()),
+                ("--weight", args.weight.is_some()),
+                ("--admission", args.admission.is_some()),
+            ];
+            if let Some((flag, _)) = per_experiment.iter().find(|(_, given)| *given) {
+                return Err(usage(format!(
+                    "{flag} applies to one spec; with the experiments file {} set it per \
+                     [[experiment]]",
+                    args.taskset
+                )));
+            }
+            let base = args.resume.clone().unwrap_or_else(|| args.out.clone());
+            for (i, e) in file.experiment.iter().enumerate() {
+                let at = format!("{} experiment {}", args.taskset, i + 1);
+                let rel = here.join(&e.spec);
+                let spec_ref = if rel.is_file() {
+                    rel.display().to_string()
+                } else {
+                    e.spec.clone()
+                };
+                let spec = Spec::load(&spec_ref).with_context(|| format!("{at}"))?;
+                let name = e.name.clone().unwrap_or_else(|| spec.name().to_owned());
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    || name.starts_with('.')
+                {
+                    return Err(usage(format!(
+                        "{at}: name {name:?}: expected letters, digits, '-', '_' or '.' (it names \
+                         the result directory)"
+                    )));
+                }
+                if experiments.iter().any(|x: &ExpPlan| x.name == name) {
+                    return Err(usage(format!(
+                        "{at}: name {name:?} is used twice; give each experiment its own name"
+                    )));
+                }
+                let mut workload = Workload::new(spec.clone());
+                workload.admission = spec.admission();
+                if let Some(p) = &e.admission {
+                    let p = if p.is_relative() {
+                        here.join(p)
+                    } else {
+                        p.clone()
+                    };
+                    workload.admission =
+                        Some(load_admission(&p).map_err(|e| usage(format!("{at}: {e:#}")))?);
+                }
+                check_admission(&workload, &at, v1)?;
+                let shard = match &e.shard {
+                    Some(s) => Some(parse_shard(s).map_err(|m| usage(format!("{at}: {m}")))?),
+                    None => None,
+                };
+                if e.limit == Some(0) {
+                    return Err(usage(format!("{at}: limit 0: expected at least 1")));
+                }
+                let weight = e.weight.or(spec.weight()).unwrap_or(1.0);
+                if !(weight.is_finite() && weight > 0.0) {
+                    return Err(usage(format!(
+                        "{at}: weight {weight}: expected a positive number"
+                    )));
+                }
+                let mut requires = match spec.requires() {
+                    Some(t) => Selector::from_toml(t)
+                        .map_err(|m| usage(format!("{at}: spec [requires]: {m}")))?,
+                    None => Selector::any(),
+                };
+                if let Some(t) = &e.requires {
+                    requires = requires.and(
+                        Selector::from_toml(t)
+                            .map_err(|m| usage(format!("{at}: requires: {m}")))?,
+                    );
+                }
+                experiments.push(ExpPlan {
+                    dir: base.join(&name),
+                    name,
+                    workload,
+                    selection: Selection {
+                        limit: e.limit,
+                        shard,
+                    },
+                    priority: e.priority.or(spec.priority()).unwrap_or(0),
+                    weight,
+                    requires: requires.and(cli_requires.clone()),
+                });
+            }
+        }
     }
     let binaries = match &args.binaries {
         Some(dir) => Binaries::from_dir(dir).map_err(|e| usage(e.to_string()))?,
@@ -290,15 +549,22 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
             kinds.push(k);
         }
     }
+    let strategy = strategy::by_name(&args.strategy).map_err(|e| usage(e.to_string()))?;
     Ok(Plan {
-        workload,
-        selection: Selection {
-            limit: args.limit,
-            shard: args.shard,
-        },
+        experiments,
+        batch: is_batch,
         binaries,
         kinds,
+        sim_groups,
+        pool_file,
+        strategy,
     })
+}
+
+/// An experiment with its result directory open.
+struct Opened {
+    plan: ExpPlan,
+    dir: ResultDir,
 }
 
 /// Run `taskdist run`.
@@ -308,91 +574,150 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     session.silence_margin = Duration::from_secs(args.silence);
     session.drain_window = Duration::from_millis(args.drain_window_ms);
 
-    // Simulated targets, if asked for (nothing is written for them).
-    let mut cluster = None;
-    let mut hosts = args.hosts.clone();
-    let mut port = args.port;
-    if let Some(n) = args.simulate {
-        let cfg = SimConfig {
-            dialect: args.dialect,
-            speed: args.sim_speed,
-            ..SimConfig::default()
-        };
-        let c = SimCluster::start(n, std::net::Ipv4Addr::new(127, 0, 0, 2), 0, cfg)
-            .await
-            .context("cannot start the simulated targets")?;
-        hosts = c.addrs().iter().map(|a| a.to_string()).collect();
-        port = c.addrs().first().map_or(port, |a| a.port());
-        cluster = Some(c);
-    }
-    let mut builder = Distributor::builder()
-        .port(port)
-        .hosts(&hosts)?
-        .session(session)
-        .binaries(plan.binaries)
-        .attempts(args.attempts)
-        .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
-        .selection(plan.selection)
-        .command(std::env::args().collect());
-    if let Some(p) = args.probe {
-        builder = builder.probe(p);
-    } else if cluster.is_some() {
-        builder = builder.probe(ProbeKind::Tcp);
-    }
-    if let Some(cmd) = &args.recovery_cmd {
-        builder = builder.recovery_cmd(cmd.clone());
-    }
-
-    // The result directory: locked, checked, and on resume repaired.
-    let mut dir = match &args.resume {
-        Some(path) => {
-            let opts = if args.retry_bad {
-                ResumeOptions::retry_bad()
-            } else {
-                ResumeOptions::default()
-            };
-            ResultDir::resume(path, &plan.workload, plan.selection, opts)?
-        }
-        None => ResultDir::create(&args.out, &plan.workload, plan.selection)?,
+    // The result directories: locked, checked, and on resume repaired.
+    let opts = if args.retry_bad {
+        ResumeOptions::retry_bad()
+    } else {
+        ResumeOptions::default()
     };
-    let out = dir.path().to_path_buf();
-    if dir.is_resumed() && dir.first_missing().is_none() {
-        let bad = dir.has_bad();
+    let mut opened: Vec<Opened> = Vec::new();
+    let mut finished_before = Vec::new();
+    for e in plan.experiments {
+        let dir = if args.resume.is_some() {
+            ResultDir::resume(&e.dir, &e.workload, e.selection, opts)
+        } else {
+            ResultDir::create(&e.dir, &e.workload, e.selection)
+        };
+        let dir = match dir {
+            Ok(d) => d,
+            Err(err) => {
+                for o in opened {
+                    o.dir.abandon();
+                }
+                return Err(err.into());
+            }
+        };
+        if dir.is_resumed() && dir.first_missing().is_none() {
+            finished_before.push((e.dir.clone(), dir.has_bad()));
+            continue;
+        }
+        opened.push(Opened { plan: e, dir });
+    }
+    for (path, bad) in &finished_before {
         eprintln!(
             "nothing to do: every selected variant of {} already has an outcome{}",
-            out.display(),
-            if bad {
+            path.display(),
+            if *bad {
                 " (some are bad: run them again with --retry-bad)"
             } else {
                 ""
             }
         );
-        return Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }));
     }
+    let any_bad_before = finished_before.iter().any(|(_, bad)| *bad);
+    if opened.is_empty() {
+        return Ok(ExitCode::from(if any_bad_before {
+            EXIT_BAD
+        } else {
+            EXIT_OK
+        }));
+    }
+
+    // The targets: pool file groups, HOSTS, simulated groups (nothing is written for them).
+    let mut clusters = Vec::new();
+    let mut groups: Vec<TargetGroup> = plan.pool_file.map(|f| f.groups).unwrap_or_default();
+    if !args.hosts.is_empty() {
+        groups.push(TargetGroup {
+            name: "hosts".into(),
+            hosts: args.hosts.clone(),
+            port: args.port,
+            dialect: args.dialect,
+            labels: Labels::new(),
+        });
+    }
+    let mut next_ip = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for (i, g) in plan.sim_groups.iter().enumerate() {
+        let dialect = g.dialect.unwrap_or(args.dialect);
+        let cfg = SimConfig {
+            dialect,
+            speed: args.sim_speed,
+            ..SimConfig::default()
+        };
+        let started = SimCluster::start(g.count, next_ip, 0, cfg)
+            .await
+            .context("cannot start the simulated targets");
+        let c = match started {
+            Ok(c) => c,
+            Err(e) => {
+                for o in opened {
+                    o.dir.abandon();
+                }
+                return Err(e);
+            }
+        };
+        next_ip = std::net::Ipv4Addr::from(u32::from(next_ip) + g.count as u32);
+        groups.push(TargetGroup {
+            name: format!("sim-{}", i + 1),
+            hosts: c.addrs().iter().map(|a| a.to_string()).collect(),
+            port: c.addrs().first().map_or(args.port, |a| a.port()),
+            dialect,
+            labels: g.labels.clone(),
+        });
+        clusters.push(c);
+    }
+    let mut pool_cfg = PoolConfig::default();
+    pool_cfg.groups = groups;
+    pool_cfg.session = session;
+    pool_cfg.strategy = plan.strategy;
+    pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    pool_cfg.probe = match args.probe {
+        Some(p) => p,
+        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None => ProbeKind::default(),
+    };
     let started = async {
-        let mut d = builder.result_dir(&mut dir, &plan.kinds)?.build()?;
-        d.start(plan.workload).await?;
-        anyhow::Ok(d)
+        let pool = Pool::start(pool_cfg)?;
+        let mut handles = Vec::new();
+        for o in &mut opened {
+            let e = &o.plan;
+            let exp = Experiment::new(e.workload.clone())
+                .name(e.name.clone())
+                .priority(e.priority)
+                .weight(e.weight)
+                .requires(e.requires.clone())
+                .selection(e.selection)
+                .attempts(args.attempts)
+                .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
+                .binaries(plan.binaries.clone())
+                .command(std::env::args().collect())
+                .result_dir(&mut o.dir, &plan.kinds)?;
+            handles.push(pool.submit(exp)?);
+        }
+        anyhow::Ok((pool, handles))
     }
     .await;
-    let mut d = match started {
-        Ok(d) => d,
+    let (pool, handles) = match started {
+        Ok(x) => x,
         Err(e) => {
-            dir.abandon();
+            for o in opened {
+                o.dir.abandon();
+            }
             return Err(e);
         }
     };
-    dir.keep();
-    if dir.is_resumed() {
-        tracing::info!(
-            "resuming {}: {} variants already have an outcome",
-            out.display(),
-            dir.outcomes().count()
-        );
+    for o in &mut opened {
+        o.dir.keep();
+        if o.dir.is_resumed() {
+            tracing::info!(
+                "resuming {}: {} variants already have an outcome",
+                o.dir.path().display(),
+                o.dir.outcomes().count()
+            );
+        }
     }
 
     // Progress display, and a graceful stop on Ctrl-C or SIGTERM.
-    let metrics = d.metrics_handle();
+    let metrics: Vec<Arc<Metrics>> = handles.iter().map(|h| h.metrics_handle()).collect();
     let verbose = tracing::enabled!(tracing::Level::INFO);
     let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
     let progress_stop = CancellationToken::new();
@@ -402,34 +727,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         verbose,
         progress_stop.clone(),
     ));
-    let signals = tokio::spawn(stop_on_signals(d.stop_token(), bar.clone()));
-    let waited = d.wait().await;
+    let stops: Vec<CancellationToken> = handles.iter().map(|h| h.stop_token()).collect();
+    let signals = tokio::spawn(stop_on_signals(stops, bar.clone()));
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.close().await);
+    }
     progress_stop.cancel();
     let _ = progress.await;
     signals.abort();
-    let gave_up = match waited {
-        Err(DistributorError::GaveUp { waited }) => Some(waited),
-        other => {
-            other?;
-            None
-        }
-    };
-    let totals = d.close().await?;
-    if let Some(c) = cluster {
+    let snapshot = pool.snapshot();
+    pool.shutdown().await;
+    for c in clusters {
         c.shutdown().await;
     }
-    let snapshot = metrics.snapshot();
-    dir.write_metrics(&snapshot)?;
-    if verbose {
-        if !snapshot.targets.is_empty() {
-            if plan.kinds.contains(&LibHandlerKind::Console) {
-                eprint!("targets:\n{}", snapshot.targets_report());
-            } else {
-                eprint!("{}", snapshot.report());
+
+    let mut gave_up = None;
+    let mut interrupted = false;
+    let mut bad = any_bad_before;
+    let mut first_error = None;
+    for ((o, r), m) in opened.iter().zip(results).zip(&metrics) {
+        let snap = m.snapshot();
+        o.dir.write_metrics(&snap)?;
+        match r {
+            Ok(totals) => {
+                interrupted |= totals.interrupted;
+                bad |= totals.bad > 0 || o.dir.has_bad();
+            }
+            Err(DistributorError::GaveUp { waited }) => gave_up = Some(waited),
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-        eprintln!("results in {}", out.display());
+        if verbose {
+            report(&snap, &plan.kinds, plan.batch);
+            eprintln!("results in {}", o.dir.path().display());
+        }
     }
+    if verbose && plan.batch {
+        eprint!("targets:\n{}", pool_report(&snapshot));
+    }
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    let out = if plan.batch {
+        args.resume.clone().unwrap_or_else(|| args.out.clone())
+    } else {
+        opened[0].dir.path().to_path_buf()
+    };
     if let Some(waited) = gave_up {
         eprintln!(
             "gave up: no usable target for {} s (--give-up-after); continue the run with `{}`",
@@ -438,18 +783,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_GAVE_UP));
     }
-    if totals.interrupted {
+    if interrupted {
         eprintln!(
             "run interrupted: continue it with `{}`",
             resume_command(&out)
         );
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    Ok(ExitCode::from(if totals.bad > 0 || dir.has_bad() {
-        EXIT_BAD
-    } else {
-        EXIT_OK
-    }))
+    Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }))
+}
+
+/// The end-of-run report of one experiment.
+fn report(s: &MetricsSnapshot, kinds: &[LibHandlerKind], batch: bool) {
+    if s.targets.is_empty() {
+        return;
+    }
+    if batch {
+        eprintln!(
+            "experiment {} (priority {}, weight {}): {} done, {} bad, {:.0} % of target time",
+            s.name,
+            s.priority,
+            s.weight,
+            s.done,
+            s.bad,
+            s.share * 100.0
+        );
+    }
+    if kinds.contains(&LibHandlerKind::Console) && !batch {
+        eprint!("targets:\n{}", s.targets_report());
+    } else if !batch {
+        eprint!("{}", s.report());
+    }
+}
+
+/// One line per target of the pool: group, labels, totals over all experiments.
+fn pool_report(s: &taskdist::pool::PoolSnapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for t in &s.targets {
+        let _ = writeln!(
+            out,
+            "  {} [{} {}{}]: {} completed, {} failed",
+            t.target,
+            t.group,
+            t.dialect,
+            if t.labels.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", t.labels)
+            },
+            t.stats.completed,
+            t.stats.failed
+        );
+    }
+    out
 }
 
 /// The command line of this run with `--out DIR` replaced by `--resume DIR`.
@@ -481,14 +868,14 @@ fn shell_word(s: &str) -> String {
 
 /// First Ctrl-C or SIGTERM: stop gracefully (in-flight variants are requeued and stay out of
 /// the ledger). Second: abort at once; the ledger still allows a correct resume.
-async fn stop_on_signals(stop: Option<CancellationToken>, bar: Option<ProgressBar>) {
+async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>) {
     let say = |msg: &str| match &bar {
         Some(b) => b.suspend(|| eprintln!("{msg}")),
         None => eprintln!("{msg}"),
     };
     signal().await;
     say("stopping: targets stop, in-flight variants go back to the queue (again to abort)");
-    if let Some(t) = stop {
+    for t in stops {
         t.cancel();
     }
     signal().await;
@@ -515,8 +902,35 @@ fn new_bar() -> ProgressBar {
     ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
 }
 
+/// Totals over the experiments, and one short part per experiment when there are several.
+fn progress_line(snaps: &[MetricsSnapshot]) -> (u64, Option<u64>, String) {
+    let pos: u64 = snaps.iter().map(|s| s.already_done + s.done + s.bad).sum();
+    let planned: Option<u64> = snaps.iter().map(|s| s.planned).sum();
+    let rate: f64 = snaps.iter().map(|s| s.rate_per_s).sum();
+    let bad: u64 = snaps.iter().map(|s| s.bad).sum();
+    let first = snaps.first();
+    let mut msg = format!(
+        "{rate:.0}/s | targets {} up, {} busy, {} backoff | {bad} bad",
+        first.map_or(0, |s| s.targets_up),
+        first.map_or(0, |s| s.targets_busy),
+        first.map_or(0, |s| s.targets_backoff),
+    );
+    if snaps.len() > 1 {
+        for s in snaps {
+            msg.push_str(&format!(
+                " | {} {}/{} {:.0}%",
+                s.name,
+                s.already_done + s.done + s.bad,
+                s.planned.map_or_else(|| "∞".to_owned(), |p| p.to_string()),
+                s.share * 100.0
+            ));
+        }
+    }
+    (pos, planned, msg)
+}
+
 async fn show_progress(
-    metrics: Arc<Metrics>,
+    metrics: Vec<Arc<Metrics>>,
     bar: Option<ProgressBar>,
     verbose: bool,
     stop: CancellationToken,
@@ -524,6 +938,7 @@ async fn show_progress(
     if !verbose {
         return;
     }
+    let snaps = || metrics.iter().map(|m| m.snapshot()).collect::<Vec<_>>();
     let Some(pb) = bar else {
         // Not a terminal: a plain line every 10 s.
         let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -533,22 +948,14 @@ async fn show_progress(
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let s = metrics.snapshot();
+            let (pos, planned, msg) = progress_line(&snaps());
             eprintln!(
-                "progress: {}/{} variants, {} bad, {:.0}/s, targets {} up, {} busy, {} backoff",
-                s.already_done + s.done + s.bad,
-                s.planned
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "unbounded".into()),
-                s.bad,
-                s.rate_per_s,
-                s.targets_up,
-                s.targets_busy,
-                s.targets_backoff
+                "progress: {pos}/{} variants, {msg}",
+                planned.map_or_else(|| "unbounded".to_owned(), |p| p.to_string()),
             );
         }
     };
-    let bounded = metrics.snapshot().planned.is_some();
+    let bounded = progress_line(&snaps()).1.is_some();
     let template = if bounded {
         "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} variants {msg}"
     } else {
@@ -558,23 +965,21 @@ async fn show_progress(
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     loop {
-        let s = metrics.snapshot();
-        let pos = s.already_done + s.done + s.bad;
-        if let Some(p) = s.planned {
+        let all = snaps();
+        let (pos, planned, msg) = progress_line(&all);
+        let rate: f64 = all.iter().map(|s| s.rate_per_s).sum();
+        if let Some(p) = planned {
             pb.set_length(p);
         }
         pb.set_position(pos);
-        let eta = match s.planned {
-            Some(p) if s.rate_per_s > 0.0 && !stop.is_cancelled() => {
-                let left = p.saturating_sub(pos) as f64 / s.rate_per_s;
+        let eta = match planned {
+            Some(p) if rate > 0.0 && !stop.is_cancelled() => {
+                let left = p.saturating_sub(pos) as f64 / rate;
                 format!(", ETA {}", HumanDuration(Duration::from_secs_f64(left)))
             }
             _ => String::new(),
         };
-        pb.set_message(format!(
-            "{:.0}/s{eta} | targets {} up, {} busy, {} backoff | {} bad",
-            s.rate_per_s, s.targets_up, s.targets_busy, s.targets_backoff, s.bad
-        ));
+        pb.set_message(format!("{msg}{eta}"));
         if stop.is_cancelled() {
             // Leave the last state on screen, without pretending an interrupted run finished.
             pb.abandon();

@@ -202,6 +202,20 @@ impl HostPool {
         HostPool { spans: merged, len }
     }
 
+    /// The union of several pools.
+    pub fn merge(pools: impl IntoIterator<Item = HostPool>) -> HostPool {
+        Self::from_spans(pools.into_iter().flat_map(|p| p.spans).collect())
+    }
+
+    /// Whether the two pools share an address (same IP and port).
+    pub fn overlaps(&self, other: &HostPool) -> bool {
+        self.spans.iter().any(|a| {
+            other.spans.iter().any(|b| {
+                a.family == b.family && a.port == b.port && a.first <= b.last && b.first <= a.last
+            })
+        })
+    }
+
     /// Number of distinct addresses (IP and port) in the pool.
     pub fn len(&self) -> u128 {
         self.len

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -95,6 +95,21 @@ pub struct Metrics {
     queue_wait_ns: AtomicU64,
     queue_waits: AtomicU64,
     targets: Mutex<BTreeMap<SocketAddr, TargetStats>>,
+    /// The pool's target states, when these are one experiment's metrics in a pool.
+    board: std::sync::OnceLock<Arc<Metrics>>,
+    about: Mutex<About>,
+}
+
+/// Who the metrics are about and the scheduler's figures, refreshed periodically.
+#[derive(Debug, Clone, Default)]
+struct About {
+    name: String,
+    priority: i64,
+    weight: f64,
+    queued: u64,
+    running: u64,
+    target_time: Duration,
+    share: f64,
 }
 
 impl Default for Metrics {
@@ -112,6 +127,11 @@ impl Default for Metrics {
             queue_wait_ns: AtomicU64::new(0),
             queue_waits: AtomicU64::new(0),
             targets: Mutex::new(BTreeMap::new()),
+            board: std::sync::OnceLock::new(),
+            about: Mutex::new(About {
+                weight: 1.0,
+                ..About::default()
+            }),
         }
     }
 }
@@ -119,6 +139,20 @@ impl Default for Metrics {
 /// A consistent copy of the metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsSnapshot {
+    /// The experiment's name.
+    pub name: String,
+    /// Its priority (higher first).
+    pub priority: i64,
+    /// Its weight among experiments of equal priority.
+    pub weight: f64,
+    /// Variants waiting for a target (requeued ones included; an upper bound on resume).
+    pub queued: u64,
+    /// Attempts running.
+    pub running: u64,
+    /// Target time used so far (finished and running attempts), in seconds.
+    pub target_time_s: f64,
+    /// Share of the pool's target time used by the running experiments that went to this one.
+    pub share: f64,
     /// Variants of the selection (None: unbounded), including those that already had an
     /// outcome when the run was resumed.
     pub planned: Option<u64>,
@@ -141,13 +175,14 @@ pub struct MetricsSnapshot {
     pub rate_per_s: f64,
     /// Mean time a requeued variant waited before a target took it again, in seconds.
     pub mean_queue_wait_s: f64,
-    /// Targets with an open session (idle or running).
+    /// Targets of the pool with an open session (idle or running).
     pub targets_up: usize,
     /// Targets running a task-set.
     pub targets_busy: usize,
     /// Targets in backoff or quarantine.
     pub targets_backoff: usize,
-    /// Per-target statistics (in JSON: objects with a `target` key).
+    /// Per-target statistics of this experiment (in JSON: objects with a `target` key); the
+    /// state is the target's in the pool.
     #[serde(serialize_with = "targets_as_objects")]
     pub targets: Vec<(SocketAddr, TargetStats)>,
 }
@@ -155,6 +190,25 @@ pub struct MetricsSnapshot {
 impl Metrics {
     fn targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<SocketAddr, TargetStats>> {
         self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// These are the metrics of experiment `name` in a pool whose target states are in
+    /// `board` (the first board given stays).
+    pub(crate) fn attach(&self, board: &Arc<Metrics>, name: &str, priority: i64, weight: f64) {
+        let _ = self.board.set(board.clone());
+        let mut a = self.about.lock().unwrap_or_else(|p| p.into_inner());
+        a.name = name.to_owned();
+        a.priority = priority;
+        a.weight = weight;
+    }
+
+    /// The scheduler's figures of the experiment.
+    pub(crate) fn set_figures(&self, queued: u64, running: u64, target_time: Duration, share: f64) {
+        let mut a = self.about.lock().unwrap_or_else(|p| p.into_inner());
+        a.queued = queued;
+        a.running = running;
+        a.target_time = target_time;
+        a.share = share;
     }
 
     pub(crate) fn reset_run(&self, planned: Option<u64>, already: u64) {
@@ -223,11 +277,14 @@ impl Metrics {
 
     /// Whether some target is usable: an open session whose last attempt did not fail, or
     /// one whose current attempt is receiving its task-set's events.
-    pub(crate) fn has_healthy_target(&self) -> bool {
-        self.targets().values().any(|t| match t.state {
-            TargetState::Idle => t.consecutive_failures == 0,
-            TargetState::Running => t.consecutive_failures == 0 || t.receiving,
-            _ => false,
+    pub(crate) fn has_healthy_target(&self, mut eligible: impl FnMut(SocketAddr) -> bool) -> bool {
+        self.targets().iter().any(|(a, t)| {
+            eligible(*a)
+                && match t.state {
+                    TargetState::Idle => t.consecutive_failures == 0,
+                    TargetState::Running => t.consecutive_failures == 0 || t.receiving,
+                    _ => false,
+                }
         })
     }
 
@@ -248,14 +305,33 @@ impl Metrics {
         let done = self.done.load(Ordering::Relaxed);
         let bad = self.bad.load(Ordering::Relaxed);
         let waits = self.queue_waits.load(Ordering::Relaxed);
-        let targets: Vec<_> = self
+        let mut targets: Vec<_> = self
             .targets()
             .iter()
             .map(|(a, s)| (*a, s.clone()))
             .collect();
-        let count =
-            |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|(_, s)| f(s.state)).count();
+        let pool: Vec<(SocketAddr, TargetState)> = match self.board.get() {
+            Some(b) => b.targets().iter().map(|(a, s)| (*a, s.state)).collect(),
+            None => targets.iter().map(|(a, s)| (*a, s.state)).collect(),
+        };
+        if self.board.get().is_some() {
+            let states: BTreeMap<_, _> = pool.iter().copied().collect();
+            for (a, s) in &mut targets {
+                if let Some(st) = states.get(a) {
+                    s.state = *st;
+                }
+            }
+        }
+        let count = |f: &dyn Fn(TargetState) -> bool| pool.iter().filter(|(_, s)| f(*s)).count();
+        let about = self.about.lock().unwrap_or_else(|p| p.into_inner()).clone();
         MetricsSnapshot {
+            name: about.name,
+            priority: about.priority,
+            weight: about.weight,
+            queued: about.queued,
+            running: about.running,
+            target_time_s: about.target_time.as_secs_f64(),
+            share: about.share,
             planned: *self.planned.lock().unwrap_or_else(|p| p.into_inner()),
             already_done: self.already.load(Ordering::Relaxed),
             done,

@@ -36,13 +36,12 @@
 //!   `taskset_bad`); the ledger records a variant only after every handler flushed it, so a
 //!   resumed run neither loses nor repeats a variant.
 
-mod fanout;
+pub(crate) mod fanout;
 mod ledger;
 mod metrics;
 mod probe;
 mod queue;
 mod ranges;
-mod run;
 mod workload;
 
 use std::path::PathBuf;
@@ -58,10 +57,12 @@ pub use ranges::RangeSet;
 pub use workload::{VariantSource, Workload};
 
 use taskdist_handlers::{EventHandler, HandlerError, RunSummary};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{HostPool, MonitorConfig, PoolError};
+use crate::pool::{
+    Experiment, ExperimentHandle, Labels, Pool, PoolConfig, Selector, Strategy, TargetGroup,
+};
 use crate::protocol::{Binaries, Dialect, SessionConfig};
 use fanout::Fanout;
 
@@ -166,6 +167,12 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Command line recorded in `run.json`.
     pub command: Vec<String>,
+    /// Labelled target groups, in addition to `hosts` (an unlabelled group).
+    pub groups: Vec<TargetGroup>,
+    /// How targets are matched with variants.
+    pub strategy: Arc<dyn Strategy>,
+    /// Only targets whose labels satisfy this take part.
+    pub requires: Selector,
 }
 
 impl Default for Config {
@@ -186,6 +193,9 @@ impl Default for Config {
             flush_interval: Duration::from_millis(200),
             monitor: MonitorConfig::default(),
             command: Vec::new(),
+            groups: Vec::new(),
+            strategy: crate::pool::strategy::default_strategy(),
+            requires: Selector::any(),
         }
     }
 }
@@ -302,6 +312,21 @@ impl DistributorBuilder {
         self.cfg.command = args;
         self
     }
+    /// Add a labelled target group (e.g. from a pool file).
+    pub fn group(mut self, group: TargetGroup) -> Self {
+        self.cfg.groups.push(group);
+        self
+    }
+    /// How targets are matched with variants (see [`crate::pool::strategy`]).
+    pub fn strategy(mut self, strategy: Arc<dyn Strategy>) -> Self {
+        self.cfg.strategy = strategy;
+        self
+    }
+    /// Use only targets whose labels satisfy `selector`.
+    pub fn requires(mut self, selector: Selector) -> Self {
+        self.cfg.requires = selector;
+        self
+    }
     /// Replace the whole configuration (handlers are kept).
     pub fn config(mut self, cfg: Config) -> Self {
         self.cfg = cfg;
@@ -311,7 +336,7 @@ impl DistributorBuilder {
     /// Check the configuration and build the distributor.
     pub fn build(self) -> Result<Distributor, DistributorError> {
         let cfg = self.cfg;
-        if cfg.hosts.is_empty() {
+        if cfg.hosts.is_empty() && cfg.groups.is_empty() {
             return Err(DistributorError::NoHosts);
         }
         if cfg.attempts == 0 {
@@ -326,10 +351,17 @@ impl DistributorBuilder {
                 )));
             }
         }
-        let pool = HostPool::parse(&cfg.hosts, cfg.port)?;
+        let mut pools = Vec::new();
+        if !cfg.hosts.is_empty() {
+            pools.push(HostPool::parse(&cfg.hosts, cfg.port)?);
+        }
+        for g in &cfg.groups {
+            pools.push(g.host_pool()?);
+        }
         Ok(Distributor {
             cfg: Arc::new(cfg),
-            pool,
+            hosts: HostPool::merge(pools),
+            targets: None,
             handlers: Some(self.handlers),
             fanout: None,
             run: None,
@@ -339,18 +371,15 @@ impl DistributorBuilder {
     }
 }
 
-struct ActiveRun {
-    cancel: CancellationToken,
-    task: JoinHandle<Result<RunSummary, DistributorError>>,
-}
-
 /// Distributes task-set variants to targets and reports every event to handlers.
 pub struct Distributor {
     cfg: Arc<Config>,
-    pool: HostPool,
+    hosts: HostPool,
+    /// The target pool, started with the first run.
+    targets: Option<Pool>,
     handlers: Option<Vec<Box<dyn EventHandler>>>,
     fanout: Option<Fanout>,
-    run: Option<ActiveRun>,
+    run: Option<ExperimentHandle>,
     metrics: Arc<Metrics>,
     totals: RunSummary,
 }
@@ -376,7 +405,17 @@ impl Distributor {
         if self.run.is_some() {
             return Err(DistributorError::Busy);
         }
-        if workload.admission.is_some() && !self.cfg.session.dialect.has_optimize() {
+        if self.targets.is_none() {
+            self.targets = Some(Pool::start(self.pool_config())?);
+        }
+        let Some(pool) = self.targets.as_ref() else {
+            return Err(DistributorError::Internal("no pool".into()));
+        };
+        let v1 = self
+            .pool_config_groups()
+            .iter()
+            .any(|g| g.dialect.has_optimize());
+        if workload.admission.is_some() && !v1 {
             return Err(DistributorError::Config(format!(
                 "admission-control data cannot be delivered to {} targets (only v1 has OPTIMIZE); \
                  drop the admission data or use --dialect v1",
@@ -390,17 +429,52 @@ impl Distributor {
         let Some(fanout) = self.fanout.as_ref() else {
             return Err(DistributorError::Internal("handlers are closed".into()));
         };
-        let cancel = CancellationToken::new();
-        let task = run::launch(
-            self.cfg.clone(),
-            self.pool.clone(),
-            workload,
-            fanout.sender(),
-            self.metrics.clone(),
-            cancel.clone(),
-        )?;
-        self.run = Some(ActiveRun { cancel, task });
+        let cfg = &self.cfg;
+        let mut exp = Experiment::new(workload)
+            .selection(cfg.selection)
+            .attempts(cfg.attempts)
+            .give_up_after(cfg.give_up_after)
+            .binaries(cfg.binaries.clone())
+            .flush_interval(cfg.flush_interval)
+            .command(cfg.command.clone())
+            .requires(cfg.requires.clone())
+            .with_metrics(self.metrics.clone());
+        if let Some(l) = &cfg.ledger {
+            exp = exp.ledger(l.dir.clone(), l.resume);
+        }
+        self.run = Some(pool.submit_with(exp, fanout.sender())?);
         Ok(())
+    }
+
+    /// The groups of the pool: `hosts` as an unlabelled group, then the labelled ones.
+    fn pool_config_groups(&self) -> Vec<TargetGroup> {
+        let cfg = &self.cfg;
+        let mut groups = Vec::new();
+        if !cfg.hosts.is_empty() {
+            groups.push(TargetGroup {
+                name: "hosts".into(),
+                hosts: cfg.hosts.clone(),
+                port: cfg.port,
+                dialect: cfg.session.dialect,
+                labels: Labels::new(),
+            });
+        }
+        groups.extend(cfg.groups.iter().cloned());
+        groups
+    }
+
+    fn pool_config(&self) -> PoolConfig {
+        let cfg = &self.cfg;
+        let mut p = PoolConfig::default();
+        p.groups = self.pool_config_groups();
+        p.probe = cfg.probe;
+        p.session = cfg.session.clone();
+        p.quarantine_after = cfg.quarantine_after;
+        p.quarantine_for = cfg.quarantine_for;
+        p.recovery_cmd = cfg.recovery_cmd.clone();
+        p.monitor = cfg.monitor.clone();
+        p.strategy = cfg.strategy.clone();
+        p
     }
 
     /// Start with admission-control data (v1 targets only).
@@ -426,15 +500,12 @@ impl Distributor {
         let Some(run) = self.run.take() else {
             return Err(DistributorError::NotStarted);
         };
-        run.cancel.cancel();
+        run.stop();
         self.finish(run).await
     }
 
-    async fn finish(&mut self, run: ActiveRun) -> Result<RunSummary, DistributorError> {
-        let summary = run
-            .task
-            .await
-            .map_err(|e| DistributorError::Internal(format!("run task: {e}")))??;
+    async fn finish(&mut self, mut run: ExperimentHandle) -> Result<RunSummary, DistributorError> {
+        let summary = run.wait().await?;
         self.totals.done += summary.done;
         self.totals.bad += summary.bad;
         self.totals.requeued += summary.requeued;
@@ -446,12 +517,12 @@ impl Distributor {
 
     /// A token that stops the current run when cancelled (for signal handlers).
     pub fn stop_token(&self) -> Option<CancellationToken> {
-        self.run.as_ref().map(|r| r.cancel.clone())
+        self.run.as_ref().map(|r| r.stop_token())
     }
 
     /// Whether a run is in progress.
     pub fn is_running(&self) -> bool {
-        self.run.as_ref().is_some_and(|r| !r.task.is_finished())
+        self.run.as_ref().is_some_and(|r| r.is_running())
     }
 
     /// Current metrics.
@@ -470,7 +541,7 @@ impl Distributor {
         // the run's error is returned afterwards.
         let mut first_error = None;
         if let Some(run) = self.run.take() {
-            run.cancel.cancel();
+            run.stop();
             if let Err(e) = self.finish(run).await {
                 first_error = Some(e);
             }
@@ -494,6 +565,9 @@ impl Distributor {
                 first_error.get_or_insert(e.into());
             }
         }
+        if let Some(pool) = self.targets.take() {
+            pool.shutdown().await;
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(totals),
@@ -507,7 +581,12 @@ impl Distributor {
 
     /// Address of every host in the pool, lazily.
     pub fn pool(&self) -> &HostPool {
-        &self.pool
+        &self.hosts
+    }
+
+    /// The target pool and its running experiments (None before the first run).
+    pub fn pool_snapshot(&self) -> Option<crate::pool::PoolSnapshot> {
+        self.targets.as_ref().map(|p| p.snapshot())
     }
 }
 

@@ -2,7 +2,7 @@
 //! done yet, plus requeued attempts, which go first.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -49,6 +49,8 @@ pub struct Job {
     pub first_started: Option<SystemTime>,
     /// When the job entered the retry queue (for queue-wait metrics).
     pub queued_at: Option<Instant>,
+    /// When the scheduler handed this attempt to a target (the attempt's start).
+    pub dispatched: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -67,7 +69,9 @@ struct State {
 #[derive(Debug)]
 pub struct WorkQueue {
     state: Mutex<State>,
-    changed: Notify,
+    /// Woken on every change; may be shared with other queues (a pool's workers wait on one
+    /// notification for all experiments).
+    changed: Arc<Notify>,
 }
 
 /// What [`WorkQueue::take`] found.
@@ -81,7 +85,18 @@ pub enum Take {
 
 impl WorkQueue {
     /// A queue over a space of `len` variants (None: unbounded), skipping `done`.
+    #[cfg(test)]
     pub fn new(len: Option<u64>, sel: Selection, done: RangeSet) -> Self {
+        Self::with_notify(len, sel, done, Arc::new(Notify::new()))
+    }
+
+    /// Like [`WorkQueue::new`], waking `changed` on every change.
+    pub fn with_notify(
+        len: Option<u64>,
+        sel: Selection,
+        done: RangeSet,
+        changed: Arc<Notify>,
+    ) -> Self {
         WorkQueue {
             state: Mutex::new(State {
                 len,
@@ -92,8 +107,27 @@ impl WorkQueue {
                 in_flight: 0,
                 closed: false,
             }),
-            changed: Notify::new(),
+            changed,
         }
+    }
+
+    /// Variants waiting to be handed out: requeued ones plus the fresh positions left (an
+    /// upper bound: positions already done on resume are counted until they are skipped).
+    pub fn queued(&self) -> u64 {
+        let s = self.lock();
+        if s.closed {
+            return 0;
+        }
+        let (k, n) = s.sel.shard.unwrap_or((0, 1));
+        let end = match (s.len, s.sel.limit) {
+            (Some(len), limit) => {
+                let in_shard = if len > k { (len - k).div_ceil(n) } else { 0 };
+                limit.map_or(in_shard, |l| l.min(in_shard))
+            }
+            (None, Some(l)) => l,
+            (None, None) => u64::MAX,
+        };
+        (s.retry.len() as u64).saturating_add(end.saturating_sub(s.next_pos))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -122,6 +156,7 @@ impl WorkQueue {
                 failed_on: Vec::new(),
                 first_started: None,
                 queued_at: None,
+                dispatched: None,
             }));
         }
         if s.in_flight == 0 {
@@ -134,6 +169,7 @@ impl WorkQueue {
     }
 
     /// Wait for the next job, or until every selected variant has an outcome.
+    #[cfg(test)]
     pub async fn take(&self) -> Take {
         loop {
             let notified = self.changed.notified();

@@ -124,6 +124,9 @@ pub struct Spec {
     description: String,
     seed: u64,
     admission: Option<AdmissionControl>,
+    priority: Option<i64>,
+    weight: Option<f64>,
+    requires: Option<toml::Table>,
     text: String,
     origin: String,
     space: VariantSpace,
@@ -191,6 +194,22 @@ impl Spec {
     /// Admission-control data (`[admission]` table), if any.
     pub fn admission(&self) -> Option<AdmissionControl> {
         self.admission
+    }
+
+    /// The experiment's priority on a shared pool (top-level `priority`), if given.
+    pub fn priority(&self) -> Option<i64> {
+        self.priority
+    }
+
+    /// The experiment's weight among equal priorities (top-level `weight`), if given.
+    pub fn weight(&self) -> Option<f64> {
+        self.weight
+    }
+
+    /// The `[requires]` table: labels a target must have to run this spec (read by
+    /// `taskdist::pool::Selector::from_toml`).
+    pub fn requires(&self) -> Option<&toml::Table> {
+        self.requires.as_ref()
     }
 
     /// The original TOML text.
@@ -273,6 +292,9 @@ struct RawSpec {
     samples: Option<Spanned<Scalar>>,
     order: Option<Spanned<String>>,
     admission: Option<RawAdmission>,
+    priority: Option<i64>,
+    weight: Option<Spanned<f64>>,
+    requires: Option<toml::Table>,
     #[serde(default)]
     task: Vec<Spanned<RawTask>>,
 }
@@ -576,8 +598,24 @@ fn compile(raw: RawSpec, ctx: &Ctx) -> Result<Spec, SpecError> {
         set.validate()
             .map_err(|e| ctx.whole(format!("variant {i} is invalid: {e}")))?;
     }
+    let weight = match &raw.weight {
+        Some(w) if !(w.get_ref().is_finite() && *w.get_ref() > 0.0) => {
+            return Err(ctx.at(
+                w.span(),
+                format!(
+                    "`weight` {}: expected a positive number (the experiment's share among equal priorities)",
+                    w.get_ref()
+                ),
+            ))
+        }
+        Some(w) => Some(*w.get_ref()),
+        None => None,
+    };
     Ok(Spec {
         name: raw.name.unwrap_or_else(|| ctx.origin.to_string()),
+        priority: raw.priority,
+        weight,
+        requires: raw.requires,
         description: raw.description.unwrap_or_default(),
         seed,
         admission: raw.admission.map(|a| AdmissionControl {

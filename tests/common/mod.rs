@@ -28,6 +28,10 @@ pub struct Seen {
     pub bad: BTreeMap<u64, Vec<String>>,
     pub summary: Option<RunSummary>,
     pub flushes: u64,
+    /// Every attempt's start: (variant, target, start time).
+    pub starts: Vec<(u64, std::net::SocketAddr, std::time::SystemTime)>,
+    /// Target of each finished attempt.
+    pub finished_on: Vec<std::net::SocketAddr>,
 }
 
 impl Seen {
@@ -67,8 +71,10 @@ impl EventHandler for Recorder {
         self.seen().runs += 1;
         Ok(())
     }
-    async fn taskset_started(&mut self, _v: &VariantStarted) -> Result<(), HandlerError> {
-        self.seen().started += 1;
+    async fn taskset_started(&mut self, v: &VariantStarted) -> Result<(), HandlerError> {
+        let mut seen = self.seen();
+        seen.started += 1;
+        seen.starts.push((v.id.variant, v.id.target, v.started_at));
         Ok(())
     }
     async fn taskset_finished(&mut self, v: &VariantFinished) -> Result<(), HandlerError> {
@@ -88,6 +94,7 @@ impl EventHandler for Recorder {
             .filter(|e| e.event.kind == taskdist::handlers::EventKind::NotScheduled)
             .count();
         let mut seen = self.seen();
+        seen.finished_on.push(v.id.target);
         seen.finished
             .entry(v.id.variant)
             .or_default()
@@ -122,21 +129,26 @@ impl EventHandler for Recorder {
 
 /// A spec with `n` variants of two short tasks (priority sweep).
 pub fn spec_with(n: u32) -> taskdist::tasksets::Spec {
+    spec_named("test", "hey", n)
+}
+
+/// Like [`spec_with`], named `name`, with binary `pkg`.
+pub fn spec_named(name: &str, pkg: &str, n: u32) -> taskdist::tasksets::Spec {
     let last = 100 + n - 1;
     let text = format!(
         r#"
-name = "test"
+name = "{name}"
 description = "two short tasks, {n} period variants"
 seed = 7
 
 [[task]]
-pkg = "hey"
+pkg = "{pkg}"
 period_ms = {{ from = 100, to = {last} }}
 numberofjobs = 3
 priority = 3
 
 [[task]]
-pkg = "hey"
+pkg = "{pkg}"
 period_ms = 50
 offset_ms = 10
 numberofjobs = 2

@@ -1,0 +1,333 @@
+//! Pool files and simulated groups: where the targets are, what they speak, what they are.
+//!
+//! A pool file (`taskdist run --pool lab.toml`) lists groups of targets:
+//!
+//! ```
+//! use taskdist::pool::PoolFile;
+//!
+//! let lab = PoolFile::parse(r#"
+//!     port = 3001          # default port of every group (optional)
+//!     dialect = "v3"       # default dialect of every group (optional)
+//!
+//!     [[group]]
+//!     name = "imx6-lab2"
+//!     hosts = ["10.200.45.0/28", "10.200.46.7:3002"]
+//!     labels = { board = "imx6", cores = 4, site = "lab2" }
+//!
+//!     [[group]]
+//!     name = "old-dom0"
+//!     hosts = ["10.200.47.0/29"]
+//!     dialect = "v1"
+//!     labels = { board = "pandaboard", cores = 2 }
+//! "#, "lab.toml").unwrap();
+//! assert_eq!(lab.groups.len(), 2);
+//! assert_eq!(lab.groups[1].dialect.to_string(), "v1");
+//! assert_eq!(lab.groups[0].labels.to_string(), "board=imx6,cores=4,site=lab2");
+//! ```
+//!
+//! Each group has `hosts` (required; the same syntax as the command line's HOSTS) and optional
+//! `name` (default `group-N`), `port`, `dialect` and `labels`. An address may belong to one
+//! group only.
+//!
+//! Simulated groups (`--simulate N[:DIALECT][:KEY=VALUE,...]`) are parsed by [`SimGroup`].
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::labels::{LabelError, Labels};
+use crate::discovery::{HostPool, PoolError};
+use crate::protocol::{Dialect, DEFAULT_PORT};
+
+/// A group of targets that share a port, a dialect and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroup {
+    /// Name, for logs and metrics.
+    pub name: String,
+    /// Addresses and ranges, as on the command line.
+    pub hosts: Vec<String>,
+    /// Port of entries without one.
+    pub port: u16,
+    /// Protocol dialect of its targets.
+    pub dialect: Dialect,
+    /// Its labels.
+    pub labels: Labels,
+}
+
+impl TargetGroup {
+    /// The group's addresses.
+    pub fn host_pool(&self) -> Result<HostPool, PoolError> {
+        HostPool::parse(&self.hosts, self.port)
+    }
+}
+
+/// A pool file that cannot be used; the message names the file, the group and what was
+/// expected.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolFileError {
+    /// The file cannot be read.
+    #[error("cannot read pool file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid pool file.
+    #[error("pool file {origin}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// What is wrong, and what was expected.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    port: Option<u16>,
+    dialect: Option<String>,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Option<String>,
+    hosts: Option<Vec<String>>,
+    port: Option<u16>,
+    dialect: Option<String>,
+    labels: Option<toml::Table>,
+}
+
+/// The groups of a pool file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolFile {
+    /// Its groups, in file order.
+    pub groups: Vec<TargetGroup>,
+}
+
+/// Largest pool file read (a pool file lists ranges, not addresses).
+const MAX_POOL_FILE: u64 = 1 << 20;
+
+impl PoolFile {
+    /// Read and check the pool file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<PoolFile, PoolFileError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let read = |source| PoolFileError::Read {
+            path: shown.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if !meta.is_file() || meta.len() > MAX_POOL_FILE {
+            return Err(PoolFileError::Invalid {
+                origin: shown,
+                message: format!("expected a regular file of at most {MAX_POOL_FILE} bytes"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        PoolFile::parse(&text, &shown)
+    }
+
+    /// Parse and check pool file text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<PoolFile, PoolFileError> {
+        let invalid = |message: String| PoolFileError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            invalid(format!("{at}{}", e.message().trim()))
+        })?;
+        if raw.group.is_empty() {
+            return Err(invalid(
+                "no [[group]] table; expected at least one group with hosts".into(),
+            ));
+        }
+        let dialect_of = |text: &Option<String>,
+                          at: &str|
+         -> Result<Option<Dialect>, PoolFileError> {
+            text.as_deref()
+                .map(|d| {
+                    d.parse::<Dialect>()
+                        .map_err(|_| invalid(format!("{at}dialect {d:?}: expected v1, v2 or v3")))
+                })
+                .transpose()
+        };
+        let default_dialect = dialect_of(&raw.dialect, "")?.unwrap_or_default();
+        let default_port = raw.port.unwrap_or(DEFAULT_PORT);
+        let mut groups: Vec<TargetGroup> = Vec::new();
+        let mut pools: Vec<HostPool> = Vec::new();
+        for (i, g) in raw.group.into_iter().enumerate() {
+            let name = g.name.unwrap_or_else(|| format!("group-{}", i + 1));
+            let at = format!("group {name:?}: ");
+            if groups.iter().any(|x| x.name == name) {
+                return Err(invalid(format!("{at}the name is used twice")));
+            }
+            let hosts = g.hosts.unwrap_or_default();
+            if hosts.is_empty() {
+                return Err(invalid(format!(
+                    "{at}no hosts; expected hosts = [\"ADDRESS\", \"CIDR\", ...]"
+                )));
+            }
+            let port = g.port.unwrap_or(default_port);
+            if port == 0 {
+                return Err(invalid(format!("{at}port 0: expected 1 to 65535")));
+            }
+            let labels = match &g.labels {
+                Some(t) => Labels::from_toml(t).map_err(|e| invalid(format!("{at}{e}")))?,
+                None => Labels::new(),
+            };
+            let group = TargetGroup {
+                dialect: dialect_of(&g.dialect, &at)?.unwrap_or(default_dialect),
+                name,
+                hosts,
+                port,
+                labels,
+            };
+            let pool = group.host_pool().map_err(|e| invalid(format!("{at}{e}")))?;
+            if let Some(j) = pools.iter().position(|p| p.overlaps(&pool)) {
+                return Err(invalid(format!(
+                    "{at}shares addresses with group {:?}; a target belongs to one group",
+                    groups[j].name
+                )));
+            }
+            pools.push(pool);
+            groups.push(group);
+        }
+        Ok(PoolFile { groups })
+    }
+}
+
+/// A group of simulated targets: `N[:DIALECT][:KEY=VALUE,...]`, e.g. `4`, `4:v1`,
+/// `4:v3:board=a,cores=2`, `2:board=b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimGroup {
+    /// Number of simulated targets (1 to 250).
+    pub count: usize,
+    /// Their dialect (None: the command line's `--dialect`).
+    pub dialect: Option<Dialect>,
+    /// Their labels.
+    pub labels: Labels,
+}
+
+/// A simulated group that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SimGroupError(String);
+
+impl From<LabelError> for SimGroupError {
+    fn from(e: LabelError) -> Self {
+        SimGroupError(e.to_string())
+    }
+}
+
+impl FromStr for SimGroup {
+    type Err = SimGroupError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let form = "expected N[:DIALECT][:KEY=VALUE,...] such as 4, 4:v1 or 4:v3:board=a,cores=2";
+        let mut parts = s.trim().splitn(3, ':');
+        let n = parts.next().unwrap_or_default().trim();
+        let count: usize = n
+            .parse()
+            .map_err(|_| SimGroupError(format!("{s:?}: {n:?} is not a count; {form}")))?;
+        if !(1..=250).contains(&count) {
+            return Err(SimGroupError(format!(
+                "{s:?}: expected 1 to 250 simulated targets"
+            )));
+        }
+        let mut dialect = None;
+        let mut labels = Labels::new();
+        for part in parts {
+            let part = part.trim();
+            if part.contains('=') {
+                if !labels.is_empty() {
+                    return Err(SimGroupError(format!("{s:?}: labels given twice; {form}")));
+                }
+                labels = Labels::parse_pairs(part)?;
+            } else if dialect.is_none() && labels.is_empty() {
+                dialect = Some(part.parse::<Dialect>().map_err(|_| {
+                    SimGroupError(format!("{s:?}: dialect {part:?}: expected v1, v2 or v3"))
+                })?);
+            } else {
+                return Err(SimGroupError(format!(
+                    "{s:?}: {part:?} is unexpected; {form}"
+                )));
+            }
+        }
+        Ok(SimGroup {
+            count,
+            dialect,
+            labels,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_groups() {
+        let g: SimGroup = "4:v1:board=a,cores=2".parse().unwrap();
+        assert_eq!((g.count, g.dialect), (4, Some(Dialect::V1)));
+        assert_eq!(g.labels.to_string(), "board=a,cores=2");
+        let g: SimGroup = "2:board=b".parse().unwrap();
+        assert_eq!((g.count, g.dialect), (2, None));
+        let g: SimGroup = "3".parse().unwrap();
+        assert!(g.labels.is_empty());
+        for (bad, needle) in [
+            ("0", "1 to 250"),
+            ("251", "1 to 250"),
+            ("x", "not a count"),
+            ("2:v9", "dialect"),
+            ("2:v1:v3", "unexpected"),
+            ("2:board", "dialect"),
+            ("2:board=", "empty"),
+        ] {
+            let e = bad.parse::<SimGroup>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn pool_file_errors_name_the_group() {
+        let cases = [
+            ("", "no [[group]]"),
+            ("[[group]]\nname = \"a\"\n", "group \"a\": no hosts"),
+            ("[[group]]\nhosts = [\"127.0.0.2\"]\ndialect = \"v7\"\n", "dialect \"v7\""),
+            ("[[group]]\nhosts = [\"127.0.0.300\"]\n", "group \"group-1\""),
+            ("[[group]]\nhosts = [\"127.0.0.2\"]\nlables = {}\n", "lables"),
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\nlabels = { board = [1] }\n",
+                "board",
+            ),
+            (
+                "[[group]]\nname = \"x\"\nhosts = [\"127.0.0.0/30\"]\n[[group]]\nname = \"y\"\nhosts = [\"127.0.0.2\"]\n",
+                "group \"y\": shares addresses with group \"x\"",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = PoolFile::parse(text, "lab.toml").unwrap_err().to_string();
+            assert!(e.starts_with("pool file lab.toml: "), "{e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        // Different ports: different targets.
+        PoolFile::parse(
+            "[[group]]\nhosts = [\"127.0.0.2\"]\n[[group]]\nhosts = [\"127.0.0.2\"]\nport = 4000\n",
+            "lab.toml",
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,721 @@
+//! One target pool shared by many experiments: labelled target groups, priorities, weights,
+//! label requirements and distribution strategies.
+//!
+//! A [`Pool`] probes its hosts, keeps a session to every live target and lets a scheduler
+//! decide, each time a target is idle, which experiment it serves: strict priority between
+//! levels, weighted fair share of target time within a level, only experiments whose
+//! `requires` the target's labels satisfy, and only v1 targets for experiments with
+//! admission-control data. The [`Strategy`] refines the choice (see [`strategy`]). Each
+//! experiment has its own handlers, ledger and results: every variant's outcome is recorded
+//! exactly once per experiment.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use taskdist::pool::{Experiment, Pool, PoolConfig, PoolFile, Selector};
+//! use taskdist::tasksets::Spec;
+//!
+//! let lab = PoolFile::parse(r#"
+//!     [[group]]
+//!     hosts = ["127.0.0.2", "127.0.0.3"]
+//!     labels = { board = "a", cores = 4 }
+//!     [[group]]
+//!     hosts = ["127.0.0.4"]
+//!     dialect = "v1"
+//!     labels = { board = "b", cores = 2 }
+//! "#, "lab.toml")?;
+//! let mut cfg = PoolConfig::default();
+//! cfg.groups = lab.groups;
+//! let pool = Pool::start(cfg)?;
+//! let sweep = pool.submit(Experiment::new(Spec::load("hey-priorities")?).priority(1))?;
+//! let urgent = pool.submit(
+//!     Experiment::new(Spec::load("hey-priorities")?)
+//!         .priority(10)
+//!         .requires(Selector::from_clauses(["board=a"])?),
+//! )?;
+//! let urgent = urgent.close().await?;   // waits for its variants, flushes its handlers
+//! let sweep = sweep.close().await?;
+//! println!("{} + {} variants done", urgent.done, sweep.done);
+//! pool.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+pub mod file;
+pub mod labels;
+mod sched;
+pub mod strategy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use taskdist_handlers::{EventHandler, RunInfo, RunSummary};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use file::{PoolFile, PoolFileError, SimGroup, TargetGroup};
+pub use labels::{LabelError, LabelValue, Labels, Selector};
+pub use sched::PairStats;
+pub use strategy::{Strategy, Verdict};
+
+use crate::discovery::{HostPool, MonitorConfig};
+use crate::distributor::fanout::{Fanout, FanoutSender, Msg};
+use crate::distributor::{
+    run_fingerprint, DistributorError, Ledger, LedgerConfig, Metrics, MetricsSnapshot, ProbeKind,
+    RangeSet, Selection, TargetState, TargetStats, WorkQueue, Workload,
+};
+use crate::protocol::{Binaries, SessionConfig};
+use engine::{ExpCtx, GroupRt, Shared};
+use sched::{ExpSpec, Scheduler};
+
+/// Settings of a pool (targets, probing, sessions, target health, strategy).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// The target groups; each has its hosts, port, dialect and labels.
+    pub groups: Vec<TargetGroup>,
+    /// How hosts are checked for availability.
+    pub probe: ProbeKind,
+    /// Session settings (timeouts); each group's dialect replaces the one set here.
+    pub session: SessionConfig,
+    /// Failures in a row after which a target is quarantined.
+    pub quarantine_after: u32,
+    /// How long a quarantined target is held out before it is re-checked.
+    pub quarantine_for: Duration,
+    /// Command run (via `sh -c`) when a target is declared dead; `{addr}`, `{ip}` and `{port}`
+    /// are replaced, and `TASKDIST_TARGET` is set. Its binaries then count as unsent.
+    pub recovery_cmd: Option<String>,
+    /// Discovery settings: probe window, pacing, backoff of silent hosts.
+    pub monitor: MonitorConfig,
+    /// How targets are matched with experiments' variants (default
+    /// [`strategy::DEFAULT_STRATEGY`]).
+    pub strategy: Arc<dyn Strategy>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            groups: Vec::new(),
+            probe: ProbeKind::default(),
+            session: SessionConfig::default(),
+            quarantine_after: 5,
+            quarantine_for: Duration::from_secs(600),
+            recovery_cmd: None,
+            monitor: MonitorConfig::default(),
+            strategy: strategy::default_strategy(),
+        }
+    }
+}
+
+/// A target pool shared by any number of experiments. Dropping it stops everything; call
+/// [`Pool::shutdown`] to wait for the sessions to close.
+pub struct Pool {
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("groups", &self.shared.groups.len())
+            .field("strategy", &self.shared.cfg.strategy.name())
+            .finish()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+impl Pool {
+    /// Check the configuration, start probing the hosts and opening sessions. Must be called
+    /// within a tokio runtime.
+    pub fn start(cfg: PoolConfig) -> Result<Pool, DistributorError> {
+        if cfg.groups.is_empty() {
+            return Err(DistributorError::NoHosts);
+        }
+        let mut groups = Vec::with_capacity(cfg.groups.len());
+        let mut spans = Vec::new();
+        for g in &cfg.groups {
+            let hosts = g.host_pool()?;
+            if cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
+                return Err(DistributorError::Config(format!(
+                    "--probe available needs v3 targets, but group {} speaks {}; use --probe tcp or icmp",
+                    g.name, g.dialect
+                )));
+            }
+            let mut session = cfg.session.clone();
+            session.dialect = g.dialect;
+            spans.push(hosts.clone());
+            groups.push(GroupRt {
+                name: g.name.clone(),
+                hosts,
+                labels: Arc::new(g.labels.clone()),
+                session,
+            });
+        }
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                if a.overlaps(b) {
+                    return Err(DistributorError::Config(format!(
+                        "target groups {} and {} share addresses; each target must belong to one group",
+                        groups[i].name,
+                        groups[i + 1..]
+                            .iter()
+                            .zip(&spans[i + 1..])
+                            .find(|(_, s)| a.overlaps(s))
+                            .map_or("?", |(g, _)| g.name.as_str())
+                    )));
+                }
+            }
+        }
+        let all = HostPool::merge(spans);
+        let shared = Arc::new(Shared {
+            sched: Mutex::new(Scheduler::new(cfg.strategy.clone())),
+            cfg,
+            groups,
+            changed: Arc::new(Notify::new()),
+            board: Arc::new(Metrics::default()),
+            exps: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+        });
+        let task = tokio::spawn(engine::run_pool(shared.clone(), all));
+        Ok(Pool {
+            shared,
+            task: Some(task),
+        })
+    }
+
+    /// Start an experiment on the pool and return at once. Its variants go to the targets
+    /// that can serve it, sharing them with the other experiments by priority and weight.
+    pub fn submit(&self, exp: Experiment) -> Result<ExperimentHandle, DistributorError> {
+        let mut exp = exp;
+        let handlers = std::mem::take(&mut exp.handlers);
+        let fanout = Fanout::spawn(handlers);
+        let sender = fanout.sender();
+        match self.submit_with(exp, sender) {
+            Ok(mut h) => {
+                h.fanout = Some(fanout);
+                Ok(h)
+            }
+            Err(e) => {
+                drop(fanout);
+                Err(e)
+            }
+        }
+    }
+
+    /// Submit with an existing fan-out (the [`Distributor`](crate::Distributor) keeps one
+    /// for all its runs).
+    pub(crate) fn submit_with(
+        &self,
+        exp: Experiment,
+        fanout: FanoutSender,
+    ) -> Result<ExperimentHandle, DistributorError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(DistributorError::Config("the pool is shut down".into()));
+        }
+        if exp.attempts == 0 {
+            return Err(DistributorError::Config(
+                "attempts must be at least 1".into(),
+            ));
+        }
+        if !(exp.weight.is_finite() && exp.weight > 0.0) {
+            return Err(DistributorError::Config(format!(
+                "weight {}: expected a positive number",
+                exp.weight
+            )));
+        }
+        if let Some((k, n)) = exp.selection.shard {
+            if n == 0 || k >= n {
+                return Err(DistributorError::Config(format!(
+                    "shard {k}/{n}: expected K/N with N >= 1 and 0 <= K < N"
+                )));
+            }
+        }
+        let workload = exp.workload;
+        let source = &workload.source;
+        let len = source.variant_count();
+        let fp = run_fingerprint(&workload, exp.selection);
+        let (ledger, done) = match &exp.ledger {
+            None => (None, RangeSet::default()),
+            Some(l) => {
+                std::fs::create_dir_all(&l.dir).map_err(|e| {
+                    DistributorError::Config(format!("cannot create {}: {e}", l.dir.display()))
+                })?;
+                if l.resume {
+                    let (ledger, done) = Ledger::resume(&l.dir, &fp)?;
+                    (Some(ledger), done)
+                } else {
+                    (Some(Ledger::create(&l.dir, &fp)?), RangeSet::default())
+                }
+            }
+        };
+        let name = exp.name.unwrap_or_else(|| source.name());
+        let planned = exp.selection.planned(len);
+        let already = done.count();
+        let metrics = exp.metrics.unwrap_or_default();
+        metrics.attach(&self.shared.board, &name, exp.priority, exp.weight);
+        metrics.reset_run(planned, already);
+        let dialects: Vec<String> = {
+            let mut d: Vec<String> = self
+                .shared
+                .groups
+                .iter()
+                .map(|g| g.dialect().to_string())
+                .collect();
+            d.sort();
+            d.dedup();
+            d
+        };
+        let info = RunInfo {
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            spec_name: source.name(),
+            spec_text: source.text(),
+            seed: source.seed(),
+            total_variants: len.map(u128::from),
+            planned_variants: planned,
+            dialect: dialects.join(","),
+            command: exp.command.clone(),
+            started_at: SystemTime::now(),
+        };
+        let queue = Arc::new(WorkQueue::with_notify(
+            len,
+            exp.selection,
+            done,
+            self.shared.changed.clone(),
+        ));
+        let needs_optimize = workload.admission.is_some();
+        let binaries_id = binaries_id(&exp.binaries);
+        let cancel = self.shared.cancel.child_token();
+        let id = self.shared.sched().add_experiment(ExpSpec {
+            priority: exp.priority,
+            weight: exp.weight,
+            selector: exp.requires.clone(),
+            needs_optimize,
+            binaries_id,
+            queue: queue.clone(),
+        });
+        let ctx = Arc::new(ExpCtx {
+            id,
+            name,
+            workload,
+            selector: exp.requires,
+            binaries: exp.binaries,
+            binaries_id,
+            attempts: exp.attempts,
+            give_up_after: exp.give_up_after,
+            flush_interval: exp.flush_interval,
+            queue,
+            fanout,
+            metrics: metrics.clone(),
+            unrecorded: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
+            cancel: cancel.clone(),
+        });
+        self.shared
+            .exps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, ctx.clone());
+        if already > 0 {
+            tracing::debug!(already, experiment = %ctx.name, "resuming: variants with an outcome are skipped");
+        }
+        let task = tokio::spawn(engine::run_experiment(
+            self.shared.clone(),
+            ctx,
+            info,
+            ledger,
+        ));
+        self.shared.changed.notify_waiters();
+        Ok(ExperimentHandle {
+            cancel,
+            task: Some(task),
+            metrics,
+            fanout: None,
+            summary: None,
+        })
+    }
+
+    /// Targets and experiments as they are now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let board = self.shared.board.snapshot();
+        let exps: Vec<Arc<ExpCtx>> = self
+            .shared
+            .exps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut experiments: Vec<MetricsSnapshot> =
+            exps.iter().map(|c| c.metrics.snapshot()).collect();
+        experiments.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+        let labels = |a: SocketAddr| {
+            self.shared
+                .groups
+                .iter()
+                .find(|g| g.hosts.contains(a))
+                .map(|g| (g.name.clone(), g.dialect().to_string(), (*g.labels).clone()))
+        };
+        PoolSnapshot {
+            strategy: self.shared.cfg.strategy.name(),
+            targets: board
+                .targets
+                .into_iter()
+                .map(|(addr, stats)| {
+                    let (group, dialect, labels) = labels(addr).unwrap_or_default();
+                    PoolTarget {
+                        target: addr,
+                        group,
+                        dialect,
+                        labels,
+                        stats,
+                    }
+                })
+                .collect(),
+            experiments,
+        }
+    }
+
+    /// The strategy in force.
+    pub fn strategy(&self) -> String {
+        self.shared.cfg.strategy.name()
+    }
+
+    /// Stop every experiment (their in-flight variants go back to their queues and stay out
+    /// of their ledgers) and close the sessions.
+    pub async fn shutdown(mut self) {
+        self.shared.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// An identity for a set of binaries: equal for equal images, 0 for the synthetic ones.
+fn binaries_id(b: &Binaries) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if b.is_synthetic() && b.names().is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.is_synthetic().hash(&mut h);
+    let mut names = b.names();
+    names.sort_unstable();
+    for n in names {
+        n.hash(&mut h);
+        if let Some(img) = b.get(n) {
+            img.hash(&mut h);
+        }
+    }
+    h.finish() | 1
+}
+
+/// One experiment: a workload, which of its variants to run, how it shares the pool, and
+/// where its results go.
+pub struct Experiment {
+    workload: Workload,
+    name: Option<String>,
+    priority: i64,
+    weight: f64,
+    requires: Selector,
+    selection: Selection,
+    attempts: u32,
+    give_up_after: Option<Duration>,
+    binaries: Binaries,
+    ledger: Option<LedgerConfig>,
+    flush_interval: Duration,
+    command: Vec<String>,
+    handlers: Vec<Box<dyn EventHandler>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Experiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Experiment")
+            .field("workload", &self.workload)
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("weight", &self.weight)
+            .field("requires", &self.requires.to_string())
+            .field("selection", &self.selection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Experiment {
+    /// An experiment over `workload` with priority 0, weight 1, no requirement, 3 attempts,
+    /// synthetic binaries, no handlers and no ledger.
+    pub fn new(workload: impl Into<Workload>) -> Self {
+        Experiment {
+            workload: workload.into(),
+            name: None,
+            priority: 0,
+            weight: 1.0,
+            requires: Selector::any(),
+            selection: Selection::default(),
+            attempts: 3,
+            give_up_after: Some(Duration::from_secs(30 * 60)),
+            binaries: Binaries::synthetic(),
+            ledger: None,
+            flush_interval: Duration::from_millis(200),
+            command: Vec::new(),
+            handlers: Vec::new(),
+            metrics: None,
+        }
+    }
+
+    /// An experiment over a spec's variants, with the spec's admission data, `priority`,
+    /// `weight` and `[requires]` (each can be overridden afterwards).
+    pub fn from_spec(spec: taskdist_tasksets::Spec) -> Result<Self, LabelError> {
+        let requires = match spec.requires() {
+            Some(t) => Selector::from_toml(t)?,
+            None => Selector::any(),
+        };
+        let mut e = Experiment::new(spec.clone()).requires(requires);
+        if let Some(p) = spec.priority() {
+            e = e.priority(p);
+        }
+        if let Some(w) = spec.weight() {
+            e = e.weight(w);
+        }
+        Ok(e)
+    }
+
+    /// Its name in logs and metrics (default: the spec's name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Priority: higher levels are served first, strictly (default 0).
+    pub fn priority(mut self, priority: i64) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// Weight: its share of target time among experiments of equal priority (default 1).
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+    /// Run only on targets whose labels satisfy `selector` (replaces the requirement).
+    pub fn requires(mut self, selector: Selector) -> Self {
+        self.requires = selector;
+        self
+    }
+    /// Add clauses to the requirement (a clause on a key already required replaces it).
+    pub fn also_requires(mut self, selector: Selector) -> Self {
+        self.requires = self.requires.and(selector);
+        self
+    }
+    /// Which variants to process.
+    pub fn selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+    /// Failed attempts before a variant can be recorded bad (default 3; see
+    /// [`Config::attempts`](crate::distributor::Config::attempts)).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+    /// End with [`DistributorError::GaveUp`] after `d` without a healthy target that can
+    /// serve it (default 30 min; `None` waits forever).
+    pub fn give_up_after(mut self, d: Option<Duration>) -> Self {
+        self.give_up_after = d;
+        self
+    }
+    /// Binaries sent to the targets (default: synthetic images).
+    pub fn binaries(mut self, binaries: Binaries) -> Self {
+        self.binaries = binaries;
+        self
+    }
+    /// Keep a resume ledger in `dir`; with `resume`, continue the run recorded there.
+    pub fn ledger(mut self, dir: impl Into<PathBuf>, resume: bool) -> Self {
+        self.ledger = Some(LedgerConfig {
+            dir: dir.into(),
+            resume,
+        });
+        self
+    }
+    /// Interval of handler flushes and ledger appends (default 200 ms).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.flush_interval = d;
+        self
+    }
+    /// Command line to record in `run.json`.
+    pub fn command(mut self, args: Vec<String>) -> Self {
+        self.command = args;
+        self
+    }
+    /// Add an event handler.
+    pub fn handler(mut self, h: impl EventHandler + 'static) -> Self {
+        self.handlers.push(Box::new(h));
+        self
+    }
+    /// Add a boxed event handler.
+    pub fn boxed_handler(mut self, h: Box<dyn EventHandler>) -> Self {
+        self.handlers.push(h);
+        self
+    }
+    /// Write results to `dir` (the handlers of `kinds`, created or repaired on resume, and
+    /// the directory's ledger); the directory stays locked until the experiment is closed.
+    pub fn result_dir(
+        mut self,
+        dir: &mut crate::ResultDir,
+        kinds: &[crate::HandlerKind],
+    ) -> Result<Self, crate::ResultDirError> {
+        let (ledger, handlers) = dir.attach(kinds)?;
+        self.ledger = Some(LedgerConfig {
+            dir: ledger,
+            resume: true,
+        });
+        self.handlers.extend(handlers);
+        Ok(self)
+    }
+    /// The workload.
+    pub fn workload(&self) -> &Workload {
+        &self.workload
+    }
+
+    /// Use `metrics` as this experiment's metrics object (a distributor keeps one across
+    /// runs).
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+/// A running experiment.
+pub struct ExperimentHandle {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<Result<RunSummary, DistributorError>>>,
+    metrics: Arc<Metrics>,
+    fanout: Option<Fanout>,
+    summary: Option<RunSummary>,
+}
+
+impl std::fmt::Debug for ExperimentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperimentHandle")
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl ExperimentHandle {
+    /// Wait until every selected variant has an outcome (or the experiment stopped, gave up or
+    /// the pool shut down). Its handlers stay open until [`ExperimentHandle::close`].
+    pub async fn wait(&mut self) -> Result<RunSummary, DistributorError> {
+        if let Some(s) = &self.summary {
+            return Ok(s.clone());
+        }
+        let Some(task) = self.task.take() else {
+            return Err(DistributorError::NotStarted);
+        };
+        let summary = task
+            .await
+            .map_err(|e| DistributorError::Internal(format!("experiment task: {e}")))??;
+        self.summary = Some(summary.clone());
+        Ok(summary)
+    }
+
+    /// Stop the experiment: its running attempts stop and go back to its queue (and stay out
+    /// of the ledger, so a resumed run does them). Other experiments go on.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A token that stops the experiment when cancelled (for signal handlers).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Whether the experiment still runs.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Current metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Shared handle on the live metrics (for progress displays).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Wait for the end (see [`ExperimentHandle::wait`]), report it to the handlers, flush and
+    /// close them. A failed experiment still gets its handlers closed; its error is returned
+    /// afterwards.
+    pub async fn close(mut self) -> Result<RunSummary, DistributorError> {
+        let waited = self.wait().await;
+        let mut first_error = waited.as_ref().err().map(|e| e.to_string());
+        let summary = waited.as_ref().cloned().unwrap_or_default();
+        if let Some(fanout) = self.fanout.take() {
+            let finished = {
+                let sender = fanout.sender();
+                match sender
+                    .send(Msg::RunFinished(Arc::new(summary.clone())))
+                    .await
+                {
+                    Ok(()) => sender.flush().await,
+                    Err(e) => Err(e),
+                }
+            };
+            let joined = fanout.join().await;
+            if let Err(e) = finished.and(joined) {
+                if first_error.is_none() {
+                    return Err(e.into());
+                }
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        waited
+    }
+}
+
+/// A target in a [`PoolSnapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolTarget {
+    /// Its address.
+    pub target: SocketAddr,
+    /// Its group's name.
+    pub group: String,
+    /// Its dialect.
+    pub dialect: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// State and totals over all experiments.
+    #[serde(flatten)]
+    pub stats: TargetStats,
+}
+
+/// The pool as it is now: targets (over all experiments) and running experiments.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSnapshot {
+    /// The strategy in force.
+    pub strategy: String,
+    /// Every target seen so far.
+    pub targets: Vec<PoolTarget>,
+    /// Running experiments, highest priority first.
+    pub experiments: Vec<MetricsSnapshot>,
+}
+
+impl PoolSnapshot {
+    /// Targets with an open session.
+    pub fn targets_up(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| matches!(t.stats.state, TargetState::Idle | TargetState::Running))
+            .count()
+    }
+}
