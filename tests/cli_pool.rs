@@ -90,7 +90,7 @@ fn simulated_groups_and_a_requirement_choose_the_targets() {
         &[
             "-q",
             "run",
-            "hey",
+            "hey-priorities",
             "--simulate",
             "3:v3:board=a",
             "--simulate",

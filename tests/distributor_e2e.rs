@@ -289,6 +289,7 @@ async fn single_fault(kind: taskdist::sim::FaultKind, first: [u8; 4]) {
                 kind,
                 at_run: 0,
                 repeat: false,
+                pkg: None,
             }],
             slow_delay: SLOW_DELAY,
             ..FaultConfig::default()
@@ -435,6 +436,7 @@ async fn recovery_command_runs_and_a_faulty_target_is_quarantined() {
                 kind: FaultKind::Drop,
                 at_run: 0,
                 repeat: true,
+                pkg: None,
             }],
             ..FaultConfig::default()
         },
@@ -515,6 +517,7 @@ async fn a_host_that_refuses_sessions_is_backed_off_not_quarantined_or_recovered
                 kind: FaultKind::Refuse,
                 at_run: 0,
                 repeat: true,
+                pkg: None,
             }],
             ..FaultConfig::default()
         },

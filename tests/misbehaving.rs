@@ -31,6 +31,7 @@ fn every_run(host: usize, kind: FaultKind) -> FaultPlan {
         kind,
         at_run: 0,
         repeat: true,
+        pkg: None,
     }
 }
 
@@ -191,6 +192,7 @@ async fn binaries_are_not_resent_after_a_fault_on_a_live_connection() {
             kind: FaultKind::ExitError,
             at_run: 2,
             repeat: false,
+            pkg: None,
         }],
     )
     .await;

@@ -240,6 +240,7 @@ async fn faulty(kind: FaultKind, first: u8, cfg_mod: impl FnOnce(&mut SimConfig)
         kind,
         at_run: 1,
         repeat: false,
+        pkg: None,
     });
     cfg_mod(&mut cfg);
     cluster(1, first, cfg).await
@@ -316,6 +317,45 @@ async fn fault_exit_error_is_target_fault() {
     let e = second_run_error(&sim, fast_cfg(Dialect::V3)).await;
     assert_eq!(e.kind(), ErrorKind::TargetFault, "{e}");
     assert!(e.to_string().contains("EXIT_ERROR"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fault_filtered_by_binary_hits_only_task_sets_using_it() {
+    let mut cfg = SimConfig::default();
+    // Every run with a `pi` task fails, from the second such run on.
+    cfg.faults
+        .plans
+        .push("0=exit-error@1+/pkg=pi".parse().unwrap());
+    let sim = cluster(1, 67, cfg).await;
+    let mut s = Session::connect(sim.addrs()[0], fast_cfg(Dialect::V3))
+        .await
+        .unwrap();
+    let mut sent = HashSet::new();
+    let with_pi = sample_set();
+    let without = TaskSet::new(vec![task(0, "hey", 100, 3), task(1, "idle", 50, 2)]).unwrap();
+    // pi run 0: not hit yet.
+    run(&mut s, &with_pi, None, &mut sent).await.unwrap();
+    for round in 0..3 {
+        let e = run(&mut s, &with_pi, None, &mut sent)
+            .await
+            .expect_err("a task-set using pi fails");
+        assert_eq!(e.kind(), ErrorKind::TargetFault, "round {round}: {e}");
+        assert!(e.to_string().contains("EXIT_ERROR"), "{e}");
+        if s.is_broken() {
+            s = Session::connect(sim.addrs()[0], fast_cfg(Dialect::V3))
+                .await
+                .unwrap();
+        }
+        // The same host runs a task-set without pi cleanly.
+        let r = run(&mut s, &without, None, &mut sent).await.unwrap();
+        assert!(r
+            .counts
+            .iter()
+            .all(|c| c.done && c.ended == c.expected_jobs));
+    }
+    let stats = sim.stats(0).unwrap();
+    assert_eq!((stats.runs, stats.faults), (7, 3));
     sim.shutdown().await;
 }
 

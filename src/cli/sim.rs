@@ -6,8 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use taskdist::pool::file::SimGroup;
+use taskdist::pool::labels::Labels;
 use taskdist::protocol::Dialect;
-use taskdist::sim::{FaultKind, FaultPlan, SimCluster, SimConfig, Speed};
+use taskdist::sim::{FaultKind, FaultPlan, SimCluster, SimConfig, SimError, Speed};
 
 /// Arguments of `taskdist sim`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,17 @@ pub struct SimArgs {
     /// Protocol dialect the hosts speak: v1, v2 or v3.
     #[arg(long, default_value = "v3")]
     pub dialect: Dialect,
+    /// A group of hosts: N[:DIALECT][:KEY=VALUE,...], e.g. `4:v3:board=a,cores=2` or
+    /// `2:v1`. Repeatable; replaces --hosts and --dialect. Groups are started one after the
+    /// other on consecutive addresses from --first, and each host is printed with its group's
+    /// dialect and labels (for a pool file). --fault host indices count across all groups in
+    /// order (0 is the first host of the first group).
+    #[arg(
+        long = "group",
+        value_name = "N[:DIALECT][:LABELS]",
+        conflicts_with_all = ["hosts", "dialect"]
+    )]
+    pub groups: Vec<SimGroup>,
     /// Time mode: `fast` (as fast as possible), `realtime`, or a speed-up factor like `10`.
     #[arg(long, default_value = "fast", value_parser = parse_speed)]
     pub speed: Speed,
@@ -33,9 +46,12 @@ pub struct SimArgs {
     /// CPU cores per host (v3 places a task on core `coreoffset % cores`).
     #[arg(long, default_value_t = 4)]
     pub cores: u32,
-    /// An explicit fault: HOST=KIND[@RUN][+], e.g. `2=freeze@3` (host index 2 freezes at its
-    /// 4th START) or `0=exit-error@0+` (every run). Kinds: freeze, drop, garbage, oversized,
-    /// slow, exit-error, reboot, refuse. Repeatable.
+    /// An explicit fault: HOST=KIND[@RUN][+][/pkg=NAME], e.g. `2=freeze@3` (host index 2
+    /// freezes at its 4th START) or `0=exit-error@0+` (every run). With `/pkg=NAME` only
+    /// task-sets that use binary NAME are hit and RUN counts only those:
+    /// `1=exit-error@0+/pkg=cpu_hog` fails every cpu_hog task-set on host 1 and no other.
+    /// Kinds: freeze, drop, garbage, oversized, slow, exit-error, reboot, refuse, flood,
+    /// runaway, ghost, stale-push. Repeatable.
     #[arg(long = "fault", value_name = "HOST=KIND[@RUN][+]")]
     pub faults: Vec<FaultPlan>,
     /// A random fault rate: KIND=P, the probability per run (per host for `refuse`).
@@ -72,41 +88,172 @@ fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {
     Ok((kind, p))
 }
 
-/// Run `taskdist sim`.
-pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = SimConfig {
-        dialect: args.dialect,
-        speed: args.speed,
-        seed: args.seed,
-        cores: args.cores,
-        wrap_time_stamps: args.wrap_time_stamps,
-        ..SimConfig::default()
-    };
-    cfg.faults.plans = args.faults;
-    cfg.faults.slow_delay = Duration::from_millis(args.slow_delay_ms);
-    for (k, p) in args.fault_rates {
-        cfg.faults.rates.set(k, p);
-    }
-    let cluster = SimCluster::start(args.hosts, args.first, args.port, cfg)
-        .await
-        .with_context(|| {
-            format!(
-                "starting {} simulated hosts from {}",
-                args.hosts, args.first
-            )
-        })?;
-    for (i, a) in cluster.addrs().iter().enumerate() {
-        if cluster.is_refusing(i) {
-            println!("{a} refusing");
-        } else {
-            println!("{a}");
+/// One started group of simulated hosts.
+struct Started {
+    cluster: SimCluster,
+    dialect: Dialect,
+    labels: Labels,
+}
+
+/// Splits `plans` (host indices across all groups, in order) into one list per group with
+/// the host index rebased to the group. A host past the last group is an input error.
+fn route_faults(plans: Vec<FaultPlan>, counts: &[usize]) -> Result<Vec<Vec<FaultPlan>>, SimError> {
+    let total: usize = counts.iter().sum();
+    let mut out = vec![Vec::new(); counts.len()];
+    for mut plan in plans {
+        let mut offset = 0;
+        let mut placed = false;
+        for (g, &count) in counts.iter().enumerate() {
+            if plan.host < offset + count {
+                plan.host -= offset;
+                out[g].push(plan.clone());
+                placed = true;
+                break;
+            }
+            offset += count;
+        }
+        if !placed {
+            return Err(SimError::Invalid(format!(
+                "fault {} names host {}, but the groups have hosts 0 to {}",
+                plan.kind,
+                plan.host,
+                total.saturating_sub(1)
+            )));
         }
     }
-    eprintln!(
-        "serving {} simulated {} hosts; Ctrl-C stops",
-        cluster.addrs().len(),
-        args.dialect
-    );
+    Ok(out)
+}
+
+/// Starts the groups one after the other on consecutive addresses from `args.first`. With
+/// port 0 the later groups try the first group's port, so all hosts share one port when it is
+/// free.
+async fn start_groups(args: &SimArgs, groups: &[SimGroup]) -> anyhow::Result<Vec<Started>> {
+    let counts: Vec<usize> = groups.iter().map(|g| g.count).collect();
+    let mut plans = route_faults(args.faults.clone(), &counts)?;
+    let mut started: Vec<Started> = Vec::with_capacity(groups.len());
+    let mut offset: u32 = 0;
+    for (g, group) in groups.iter().enumerate() {
+        let first = u32::from(args.first)
+            .checked_add(offset)
+            .map(Ipv4Addr::from)
+            .ok_or_else(|| {
+                SimError::Invalid(format!(
+                    "group {} ({group}) starts past the end of the IPv4 range from {}",
+                    g + 1,
+                    args.first
+                ))
+            })?;
+        let mut cfg = SimConfig {
+            dialect: group.dialect.unwrap_or(args.dialect),
+            speed: args.speed,
+            // Every group draws its own faults; group 0 keeps the seed as given.
+            seed: args.seed.wrapping_add(g as u64),
+            cores: args.cores,
+            wrap_time_stamps: args.wrap_time_stamps,
+            ..SimConfig::default()
+        };
+        cfg.faults.plans = std::mem::take(&mut plans[g]);
+        cfg.faults.slow_delay = Duration::from_millis(args.slow_delay_ms);
+        for &(k, p) in &args.fault_rates {
+            cfg.faults.rates.set(k, p);
+        }
+        let shared_port = match started.first() {
+            Some(s) if args.port == 0 => s.cluster.addrs().first().map(|a| a.port()),
+            _ => None,
+        };
+        let context = || {
+            format!(
+                "starting group {} ({group}): {} simulated hosts from {first}",
+                g + 1,
+                group.count
+            )
+        };
+        let cluster = match shared_port {
+            Some(port) => match SimCluster::start(group.count, first, port, cfg.clone()).await {
+                Ok(c) => c,
+                // The shared port is taken on one of this group's addresses: any free port.
+                Err(SimError::Bind { .. }) => SimCluster::start(group.count, first, 0, cfg)
+                    .await
+                    .with_context(context)?,
+                Err(e) => return Err(anyhow::Error::new(e).context(context())),
+            },
+            None => SimCluster::start(group.count, first, args.port, cfg)
+                .await
+                .with_context(context)?,
+        };
+        started.push(Started {
+            cluster,
+            dialect: group.dialect.unwrap_or(args.dialect),
+            labels: group.labels.clone(),
+        });
+        offset = offset.saturating_add(u32::try_from(group.count).unwrap_or(u32::MAX));
+    }
+    Ok(started)
+}
+
+/// Run `taskdist sim`.
+pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let grouped = !args.groups.is_empty();
+    let started = if grouped {
+        start_groups(&args, &args.groups).await?
+    } else {
+        let mut cfg = SimConfig {
+            dialect: args.dialect,
+            speed: args.speed,
+            seed: args.seed,
+            cores: args.cores,
+            wrap_time_stamps: args.wrap_time_stamps,
+            ..SimConfig::default()
+        };
+        cfg.faults.plans = args.faults.clone();
+        cfg.faults.slow_delay = Duration::from_millis(args.slow_delay_ms);
+        for &(k, p) in &args.fault_rates {
+            cfg.faults.rates.set(k, p);
+        }
+        let cluster = SimCluster::start(args.hosts, args.first, args.port, cfg)
+            .await
+            .with_context(|| {
+                format!(
+                    "starting {} simulated hosts from {}",
+                    args.hosts, args.first
+                )
+            })?;
+        vec![Started {
+            cluster,
+            dialect: args.dialect,
+            labels: Labels::new(),
+        }]
+    };
+    let mut hosts = 0;
+    for s in &started {
+        for (i, a) in s.cluster.addrs().iter().enumerate() {
+            hosts += 1;
+            let mut line = a.to_string();
+            if grouped {
+                line.push_str(&format!(" {}", s.dialect));
+                if !s.labels.is_empty() {
+                    line.push_str(&format!(" {}", s.labels));
+                }
+            }
+            if s.cluster.is_refusing(i) {
+                line.push_str(" refusing");
+            }
+            println!("{line}");
+        }
+    }
+    if grouped {
+        let list: Vec<String> = args.groups.iter().map(|g| g.to_string()).collect();
+        eprintln!(
+            "serving {hosts} simulated hosts in {} groups ({}); Ctrl-C stops",
+            started.len(),
+            list.join(" ")
+        );
+    } else {
+        eprintln!(
+            "serving {hosts} simulated {} hosts; Ctrl-C stops",
+            args.dialect
+        );
+    }
     match args.duration_s {
         Some(s) => {
             tokio::select! {
@@ -118,7 +265,9 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("waiting for Ctrl-C")?,
     }
-    cluster.shutdown().await;
+    for s in started {
+        s.cluster.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,5 +318,55 @@ mod tests {
         assert_eq!(w.args.faults[0].at_run, 3);
         assert_eq!(w.args.fault_rates, vec![(FaultKind::ExitError, 0.01)]);
         assert!(Wrap::try_parse_from(["sim", "--dialect", "v4"]).is_err());
+    }
+
+    #[test]
+    fn groups_parse_and_replace_hosts_and_dialect() {
+        let w = Wrap::try_parse_from([
+            "sim",
+            "--group",
+            "2:v1:board=a",
+            "--group",
+            "3",
+            "--fault",
+            "4=drop/pkg=hey",
+        ])
+        .unwrap();
+        assert_eq!(w.args.groups.len(), 2);
+        assert_eq!(w.args.groups[0].dialect, Some(Dialect::V1));
+        assert_eq!(w.args.groups[1].count, 3);
+        assert_eq!(w.args.faults[0].pkg.as_deref(), Some("hey"));
+        for other in [["-n", "3"], ["--dialect", "v2"]] {
+            let e = Wrap::try_parse_from(["sim", "--group", "2", other[0], other[1]]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        }
+        let e = Wrap::try_parse_from(["sim", "--group", "0:v1"]).unwrap_err();
+        assert!(e.to_string().contains("N must be from 1 to 250"), "{e}");
+    }
+
+    #[test]
+    fn faults_are_routed_to_their_group() {
+        let plans: Vec<FaultPlan> = ["0=drop", "2=freeze@1", "4=refuse", "3=slow/pkg=pi"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let routed = route_faults(plans, &[2, 1, 2]).unwrap();
+        let shown: Vec<Vec<String>> = routed
+            .iter()
+            .map(|g| g.iter().map(|p| p.to_string()).collect())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                vec!["0=drop".to_string()],
+                vec!["0=freeze@1".to_string()],
+                vec!["1=refuse".to_string(), "0=slow/pkg=pi".to_string()],
+            ]
+        );
+        let e = route_faults(vec!["5=drop".parse().unwrap()], &[2, 3]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid simulator settings: fault drop names host 5, but the groups have hosts 0 to 4"
+        );
     }
 }

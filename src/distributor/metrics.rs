@@ -305,23 +305,41 @@ impl Metrics {
         let done = self.done.load(Ordering::Relaxed);
         let bad = self.bad.load(Ordering::Relaxed);
         let waits = self.queue_waits.load(Ordering::Relaxed);
-        let mut targets: Vec<_> = self
+        let own: Vec<_> = self
             .targets()
             .iter()
             .map(|(a, s)| (*a, s.clone()))
             .collect();
-        let pool: Vec<(SocketAddr, TargetState)> = match self.board.get() {
-            Some(b) => b.targets().iter().map(|(a, s)| (*a, s.state)).collect(),
-            None => targets.iter().map(|(a, s)| (*a, s.state)).collect(),
-        };
-        if self.board.get().is_some() {
-            let states: BTreeMap<_, _> = pool.iter().copied().collect();
-            for (a, s) in &mut targets {
-                if let Some(st) = states.get(a) {
-                    s.state = *st;
-                }
+        // In a pool: every target of the pool, in its pool state, with this experiment's
+        // counts (zero where it ran nothing of it).
+        let targets: Vec<(SocketAddr, TargetStats)> = match self.board.get() {
+            None => own,
+            Some(b) => {
+                let mine: BTreeMap<_, _> = own.into_iter().collect();
+                b.targets()
+                    .iter()
+                    .map(|(a, pool)| {
+                        let mut t = match mine.get(a) {
+                            Some(m) => m.clone(),
+                            None => TargetStats {
+                                completed: 0,
+                                failed: 0,
+                                consecutive_failures: 0,
+                                busy: Duration::ZERO,
+                                ..pool.clone()
+                            },
+                        };
+                        t.state = pool.state;
+                        if t.last_error.is_none() {
+                            t.last_error = pool.last_error.clone();
+                        }
+                        (*a, t)
+                    })
+                    .collect()
             }
-        }
+        };
+        let pool: Vec<(SocketAddr, TargetState)> =
+            targets.iter().map(|(a, s)| (*a, s.state)).collect();
         let count = |f: &dyn Fn(TargetState) -> bool| pool.iter().filter(|(_, s)| f(*s)).count();
         let about = self.about.lock().unwrap_or_else(|p| p.into_inner()).clone();
         MetricsSnapshot {

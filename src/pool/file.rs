@@ -221,6 +221,19 @@ pub struct SimGroup {
     pub labels: Labels,
 }
 
+impl std::fmt::Display for SimGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.count)?;
+        if let Some(d) = self.dialect {
+            write!(f, ":{d}")?;
+        }
+        if !self.labels.is_empty() {
+            write!(f, ":{}", self.labels)?;
+        }
+        Ok(())
+    }
+}
+
 /// A simulated group that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

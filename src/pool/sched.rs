@@ -134,6 +134,7 @@ pub(crate) struct Scheduler {
 #[derive(Debug)]
 pub struct Offer<'a> {
     exp: &'a ExpEntry,
+    all: &'a [ExpEntry],
     targets: &'a HashMap<SocketAddr, TargetEntry>,
     target: SocketAddr,
     pair: &'a PairStats,
@@ -219,6 +220,20 @@ impl<'a> Offer<'a> {
     /// The time of this decision.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// Whether another experiment with queued variants could use the target, one it has not
+    /// failed `failures` times in a row.
+    pub fn other_work(&self, failures: u32) -> bool {
+        self.all.iter().any(|e| {
+            e.id != self.exp.id
+                && !e.closed
+                && e
+                    .pairs
+                    .get(&self.target)
+                    .is_some_and(|p| p.consecutive_failures < failures)
+                && e.spec.queue.queued() > 0
+        })
     }
 }
 
@@ -382,6 +397,7 @@ impl Scheduler {
                 };
                 let offer = Offer {
                     exp: e,
+                    all: &self.exps,
                     targets: &self.targets,
                     target,
                     pair,

@@ -12,7 +12,7 @@
 //! | `round-robin` | a target takes a variant only when no available target of the experiment has had fewer | targets must see equal numbers of variants (per-board comparisons) |
 //! | `fastest` | as greedy, but in the experiment's tail (fewer variants queued than available targets) only the targets expected to finish soonest take them | targets differ in speed: slow boards no longer finish last |
 //! | `affinity` | within a priority level, prefer the experiment whose binaries the target holds and where it succeeded | binaries are large and links slow (real boards) |
-//! | `specialization` | a target that failed an experiment twice in a row skips it (for 10 min) while another target can serve it | boards differ and some experiments fail on some of them |
+//! | `specialization` | a target that failed an experiment twice in a row skips it (for 10 min) and serves other experiments, while another target can serve it | boards differ and some experiments fail on some of them |
 //!
 //! The default is `fastest,specialization` (see the README for the measurement).
 
@@ -186,8 +186,9 @@ impl Strategy for Affinity {
 }
 
 /// A target that failed an experiment [`SPECIALIZATION_FAILURES`] times in a row skips it for
-/// [`SPECIALIZATION_HOLD`], as long as another target can serve it; it keeps serving other
-/// experiments.
+/// [`SPECIALIZATION_HOLD`] and serves other experiments, as long as another target can serve
+/// the experiment and another experiment has work for the target. A target that fails
+/// everything it is given is left to the pool's quarantine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Specialization;
 
@@ -201,7 +202,7 @@ impl Strategy for Specialization {
                 && s.last_failure
                     .is_some_and(|t| offer.now().saturating_duration_since(t) < SPECIALIZATION_HOLD)
         };
-        if !avoided(offer.stats()) {
+        if !avoided(offer.stats()) || !offer.other_work(SPECIALIZATION_FAILURES) {
             return Verdict::TAKE;
         }
         let someone_else = offer

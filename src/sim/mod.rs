@@ -273,6 +273,16 @@ impl SimCluster {
                 count - 1
             )));
         }
+        if let Some(p) = cfg
+            .faults
+            .plans
+            .iter()
+            .find(|p| p.kind == FaultKind::Refuse && p.pkg.is_some())
+        {
+            return Err(SimError::Invalid(format!(
+                "fault {p}: refuse holds for the host, not for runs; expected no /pkg=NAME"
+            )));
+        }
         if host_addr(first, count - 1).is_none() {
             return Err(SimError::Invalid(format!(
                 "{count} addresses from {first} overflow the IPv4 range"

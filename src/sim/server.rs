@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::fault::FaultKind;
+use super::fault::{FaultKind, RunView};
 use super::sched::{self, SchedEvent, SimTask};
 use super::{HostStats, SimConfig, Speed};
 use crate::protocol::frame::{self, ClientMsg, Command};
@@ -97,6 +97,8 @@ pub(crate) struct Host {
     admission: Option<AdmissionControl>,
     clock: Clock,
     runs: u64,
+    /// Per binary that a fault plan filters on: STARTs whose task-set used it.
+    pkg_runs: HashMap<String, u64>,
     rng: StdRng,
     /// Events due but not yet sent.
     log: Vec<LogEvent>,
@@ -135,6 +137,7 @@ impl Host {
             tasks: Vec::new(),
             admission: None,
             runs: 0,
+            pkg_runs: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             log: Vec::new(),
             pending: VecDeque::new(),
@@ -404,11 +407,15 @@ impl Host {
                 }
                 Action::Descs(Ok(mut tasks)) => {
                     self.tasks.append(&mut tasks);
-                    if self
-                        .cfg
-                        .faults
-                        .stale_push(self.index, self.runs, &mut self.rng)
-                    {
+                    if self.cfg.faults.stale_push(
+                        self.index,
+                        &RunView {
+                            run: self.runs,
+                            tasks: &self.tasks,
+                            pkg_runs: &self.pkg_runs,
+                        },
+                        &mut self.rng,
+                    ) {
                         tracing::info!(
                             host = self.index,
                             run = self.runs,
@@ -561,7 +568,15 @@ impl Host {
         let run = self.runs;
         self.runs += 1;
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
-        let faults = self.cfg.faults.draw(self.index, run, &mut self.rng);
+        let view = RunView {
+            run,
+            tasks: &self.tasks,
+            pkg_runs: &self.pkg_runs,
+        };
+        let faults = self.cfg.faults.draw(self.index, &view, &mut self.rng);
+        self.cfg
+            .faults
+            .count_run(self.index, &self.tasks, &mut self.pkg_runs);
         if !faults.is_empty() {
             tracing::info!(host = self.index, run, ?faults, "injecting faults");
             self.stats

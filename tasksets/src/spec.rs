@@ -603,7 +603,7 @@ fn compile(raw: RawSpec, ctx: &Ctx) -> Result<Spec, SpecError> {
             return Err(ctx.at(
                 w.span(),
                 format!(
-                    "`weight` {}: expected a positive number (the experiment's share among equal priorities)",
+                    "`weight`: {} is not a positive number; expected e.g. 1 or 2.5",
                     w.get_ref()
                 ),
             ))
