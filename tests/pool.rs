@@ -428,3 +428,34 @@ async fn strategies_with_a_slow_target() {
         s2.shutdown().await;
     }
 }
+
+/// The README's pool file, scheduling fields and experiments file are what the code reads.
+#[test]
+fn readme_pool_examples_parse() {
+    let readme = include_str!("../README.md");
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut cur, line.trim_start()) {
+            (None, l) if l.starts_with("```toml") => cur = Some(String::new()),
+            (Some(_), l) if l.starts_with("```") => blocks.extend(cur.take()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let pool = blocks.iter().find(|b| b.contains("[[group]]")).unwrap();
+    let f = taskdist::pool::PoolFile::parse(pool, "README").unwrap();
+    assert_eq!(f.groups.len(), 2);
+    assert_eq!(f.groups[1].dialect, Dialect::V1);
+    let fields = blocks.iter().find(|b| b.contains("[requires]")).unwrap();
+    let spec = format!("name = \"x\"\n{fields}\n[[task]]\npkg = \"hey\"\n")
+        .replace("[requires]", "[[task]]\npkg = \"hey\"\n[requires]");
+    let spec = taskdist::tasksets::Spec::from_toml_str(&spec, "README").unwrap();
+    assert_eq!((spec.priority(), spec.weight()), (Some(10), Some(3.0)));
+    let sel = Selector::from_toml(spec.requires().unwrap()).unwrap();
+    assert!(sel.matches(&Labels::parse_pairs("board=rpi4,cores=4,site=lab2").unwrap()));
+    assert!(blocks.iter().any(|b| b.contains("[[experiment]]")));
+}

@@ -468,7 +468,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
                 } else {
                     e.spec.clone()
                 };
-                let spec = Spec::load(&spec_ref).with_context(|| format!("{at}"))?;
+                let spec = Spec::load(&spec_ref).with_context(|| at.clone())?;
                 let name = e.name.clone().unwrap_or_else(|| spec.name().to_owned());
                 if name.is_empty()
                     || !name

@@ -341,7 +341,7 @@ mod tests {
             assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
         }
         let e = Wrap::try_parse_from(["sim", "--group", "0:v1"]).unwrap_err();
-        assert!(e.to_string().contains("N must be from 1 to 250"), "{e}");
+        assert!(e.to_string().contains("expected 1 to 250"), "{e}");
     }
 
     #[test]

@@ -465,16 +465,16 @@ impl Distributor {
 
     fn pool_config(&self) -> PoolConfig {
         let cfg = &self.cfg;
-        let mut p = PoolConfig::default();
-        p.groups = self.pool_config_groups();
-        p.probe = cfg.probe;
-        p.session = cfg.session.clone();
-        p.quarantine_after = cfg.quarantine_after;
-        p.quarantine_for = cfg.quarantine_for;
-        p.recovery_cmd = cfg.recovery_cmd.clone();
-        p.monitor = cfg.monitor.clone();
-        p.strategy = cfg.strategy.clone();
-        p
+        PoolConfig {
+            groups: self.pool_config_groups(),
+            probe: cfg.probe,
+            session: cfg.session.clone(),
+            quarantine_after: cfg.quarantine_after,
+            quarantine_for: cfg.quarantine_for,
+            recovery_cmd: cfg.recovery_cmd.clone(),
+            monitor: cfg.monitor.clone(),
+            strategy: cfg.strategy.clone(),
+        }
     }
 
     /// Start with admission-control data (v1 targets only).

@@ -228,8 +228,7 @@ impl<'a> Offer<'a> {
         self.all.iter().any(|e| {
             e.id != self.exp.id
                 && !e.closed
-                && e
-                    .pairs
+                && e.pairs
                     .get(&self.target)
                     .is_some_and(|p| p.consecutive_failures < failures)
                 && e.spec.queue.queued() > 0
