@@ -93,6 +93,8 @@ struct ExpEntry {
     running_since_sum: f64,
     /// Moving average over all targets.
     ewma: Option<Duration>,
+    /// The smallest moving average of a target (refreshed when a task-set completes).
+    fastest: Option<Duration>,
     /// One entry per registered target that can serve the experiment.
     pairs: HashMap<SocketAddr, PairStats>,
 }
@@ -178,6 +180,17 @@ impl<'a> Offer<'a> {
             .get(&addr)
             .and_then(|p| p.ewma)
             .or(self.exp.ewma)
+    }
+
+    /// The smallest per-target estimate of the experiment (None before a completion).
+    pub fn fastest_estimate(&self) -> Option<Duration> {
+        self.exp.fastest.or(self.exp.ewma)
+    }
+
+    /// Number of targets registered that can serve the experiment (an upper bound on
+    /// [`Offer::peers`]).
+    pub fn eligible_targets(&self) -> usize {
+        self.exp.pairs.len()
     }
 
     /// Whether the target's last completed task-set loaded the same binaries as this
@@ -282,6 +295,7 @@ impl Scheduler {
             running: 0,
             running_since_sum: 0.0,
             ewma: None,
+            fastest: None,
             pairs: HashMap::new(),
         };
         for (addr, t) in &self.targets {
@@ -510,7 +524,15 @@ impl Scheduler {
             Outcome::Done => {
                 p.completed += 1;
                 p.consecutive_failures = 0;
-                p.ewma = Some(ewma(p.ewma, took));
+                let new = ewma(p.ewma, took);
+                let old = p.ewma.replace(new);
+                // Keep the fastest average current: a rising average of the fastest pair
+                // needs a scan, anything else a comparison.
+                if old.is_some_and(|o| Some(o) == e.fastest && new > o) {
+                    e.fastest = e.pairs.values().filter_map(|p| p.ewma).min();
+                } else {
+                    e.fastest = Some(e.fastest.map_or(new, |f| f.min(new)));
+                }
             }
             Outcome::Failed => {
                 p.failures += 1;

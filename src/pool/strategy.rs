@@ -84,16 +84,13 @@ impl Strategy for RoundRobin {
     fn decide(&self, offer: &Offer<'_>) -> Verdict {
         let mine = offer.stats().turns;
         // A target that keeps failing the experiment does not hold the others back.
-        let least = offer
-            .peers()
-            .filter(|p| p.stats.consecutive_failures == 0 || p.addr == offer.target())
-            .map(|p| p.stats.turns)
-            .min()
-            .unwrap_or(mine);
-        if mine <= least {
-            Verdict::TAKE
-        } else {
+        let behind = offer.peers().any(|p| {
+            p.stats.turns < mine && p.stats.consecutive_failures == 0 && p.addr != offer.target()
+        });
+        if behind {
             Verdict::Wait
+        } else {
+            Verdict::TAKE
         }
     }
 }
@@ -113,6 +110,13 @@ impl Strategy for Fastest {
         let Some(mine) = offer.estimate(me) else {
             return Verdict::TAKE;
         };
+        // A cheap bound first: even if every target were as fast as the fastest, the others
+        // need at least queued × fastest / targets to run what is queued.
+        let fastest = offer.fastest_estimate().unwrap_or(mine).as_secs_f64();
+        let n = offer.eligible_targets().max(1) as f64;
+        if queued > TAIL_LIMIT || queued as f64 * fastest / n >= mine.as_secs_f64() {
+            return Verdict::TAKE;
+        }
         // The other available targets: when each is free, and its time per task-set.
         let mut others: Vec<(Duration, Duration)> = Vec::new();
         let mut rate = 0.0;
