@@ -589,6 +589,28 @@ async fn bad(
 // ---------------------------------------------------------------------------------------------
 // Experiments
 
+/// The experiment's counters when it was submitted (a distributor's metrics carry over from
+/// run to run), read before any of its attempts can start.
+pub(crate) struct Baseline {
+    started: Instant,
+    done: u64,
+    bad: u64,
+    requeued: u64,
+    events: u64,
+}
+
+impl Baseline {
+    pub fn of(m: &Metrics) -> Self {
+        Baseline {
+            started: Instant::now(),
+            done: m.done.load(Ordering::Relaxed),
+            bad: m.bad.load(Ordering::Relaxed),
+            requeued: m.requeued.load(Ordering::Relaxed),
+            events: m.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Drive one experiment from its start to its end (every variant has an outcome, it was
 /// stopped, it gave up, or the pool shut down).
 pub(crate) async fn run_experiment(
@@ -596,16 +618,15 @@ pub(crate) async fn run_experiment(
     ctx: Arc<ExpCtx>,
     info: RunInfo,
     ledger: Option<Ledger>,
+    base: Baseline,
+    spec: super::sched::ExpSpec,
 ) -> Result<RunSummary, DistributorError> {
-    let started = Instant::now();
-    let m = &ctx.metrics;
-    let base = (
-        m.done.load(Ordering::Relaxed),
-        m.bad.load(Ordering::Relaxed),
-        m.requeued.load(Ordering::Relaxed),
-        m.events.load(Ordering::Relaxed),
-    );
+    let started = base.started;
+    let base = (base.done, base.bad, base.requeued, base.events);
+    // The handlers hear of the run before any of its variants: only now is it scheduled.
     ctx.send(Msg::RunStarted(Arc::new(info))).await;
+    shared.sched().add_experiment_as(ctx.id, spec);
+    shared.changed.notify_waiters();
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(record(ctx.clone(), ledger, recorder_stop.clone()));
     warn_if_unservable(&shared, &ctx);

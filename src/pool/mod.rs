@@ -264,6 +264,7 @@ impl Pool {
         let metrics = exp.metrics.unwrap_or_default();
         metrics.attach(&self.shared.board, &name, exp.priority, exp.weight);
         metrics.reset_run(planned, already);
+        let baseline = engine::Baseline::of(&metrics);
         let dialects: Vec<String> = {
             let mut d: Vec<String> = self
                 .shared
@@ -295,14 +296,15 @@ impl Pool {
         let needs_optimize = workload.admission.is_some();
         let binaries_id = binaries_id(&exp.binaries);
         let cancel = self.shared.cancel.child_token();
-        let id = self.shared.sched().add_experiment(ExpSpec {
+        let id = self.shared.sched().reserve_id();
+        let spec = ExpSpec {
             priority: exp.priority,
             weight: exp.weight,
             selector: exp.requires.clone(),
             needs_optimize,
             binaries_id,
             queue: queue.clone(),
-        });
+        };
         let ctx = Arc::new(ExpCtx {
             id,
             name,
@@ -333,6 +335,8 @@ impl Pool {
             ctx,
             info,
             ledger,
+            baseline,
+            spec,
         ));
         self.shared.changed.notify_waiters();
         Ok(ExperimentHandle {

@@ -284,9 +284,22 @@ impl Scheduler {
     }
 
     /// Add an experiment; it is served from now on.
+    #[cfg(test)]
     pub fn add_experiment(&mut self, spec: ExpSpec) -> ExpId {
+        let id = self.reserve_id();
+        self.add_experiment_as(id, spec);
+        id
+    }
+
+    /// An id for an experiment added later with [`Scheduler::add_experiment_as`].
+    pub fn reserve_id(&mut self) -> ExpId {
         let id = self.next_id;
         self.next_id += 1;
+        id
+    }
+
+    /// Add an experiment under a reserved id.
+    pub fn add_experiment_as(&mut self, id: ExpId, spec: ExpSpec) {
         let mut e = ExpEntry {
             id,
             spec,
@@ -309,7 +322,6 @@ impl Scheduler {
             .position(|x| x.spec.priority < e.spec.priority)
             .unwrap_or(self.exps.len());
         self.exps.insert(pos, e);
-        id
     }
 
     /// No new attempts for the experiment (done or stopping); running ones finish.
