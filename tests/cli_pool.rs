@@ -38,29 +38,16 @@ fn rows(dir: &Path) -> Vec<taskdist::handlers::reader::VariantRow> {
         .unwrap()
 }
 
-fn assert_exactly_once(dir: &Path, n: u64) {
-    let rows = rows(dir);
-    let mut count = vec![0u32; n as usize];
-    for r in &rows {
-        assert!(
-            r.variant < n,
-            "unselected variant {} in {}",
-            r.variant,
-            dir.display()
-        );
-        count[r.variant as usize] += 1;
-    }
-    let wrong: Vec<_> = count
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c != 1)
-        .take(5)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{}: variants without exactly one row: {wrong:?}",
-        dir.display()
-    );
+/// `run` on a blocking thread (for tests that serve simulated targets from this runtime).
+async fn run_blocking(args: &[&str], cwd: &Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &cwd)
+    })
+    .await
+    .unwrap()
 }
 
 #[test]
@@ -235,31 +222,27 @@ async fn a_pool_file_with_mixed_dialects_and_labels() {
         "goal = \"fairness\"\nquery_interval_ms = 100\n",
     )
     .unwrap();
-    let dir = tmp.path().to_path_buf();
-    let o = tokio::task::spawn_blocking(move || {
-        run(
-            &[
-                "-q",
-                "run",
-                "hey",
-                "--pool",
-                "lab.toml",
-                "--probe",
-                "tcp",
-                "--limit",
-                "30",
-                "--admission",
-                "adm.toml",
-                "--handler",
-                "csv",
-                "--out",
-                "adm",
-            ],
-            &dir,
-        )
-    })
-    .await
-    .unwrap();
+    let o = run_blocking(
+        &[
+            "-q",
+            "run",
+            "hey",
+            "--pool",
+            "lab.toml",
+            "--probe",
+            "tcp",
+            "--limit",
+            "30",
+            "--admission",
+            "adm.toml",
+            "--handler",
+            "csv",
+            "--out",
+            "adm",
+        ],
+        tmp.path(),
+    )
+    .await;
     assert!(o.status.success(), "{}", text(&o));
     let v1_addrs: Vec<SocketAddr> = v1.addrs().to_vec();
     for r in rows(&tmp.path().join("adm")) {
@@ -269,31 +252,27 @@ async fn a_pool_file_with_mixed_dialects_and_labels() {
             r.target
         );
     }
-    let dir = tmp.path().to_path_buf();
-    let o = tokio::task::spawn_blocking(move || {
-        run(
-            &[
-                "-q",
-                "run",
-                "hey",
-                "--pool",
-                "lab.toml",
-                "--probe",
-                "tcp",
-                "--limit",
-                "30",
-                "--require",
-                "cores>=4",
-                "--handler",
-                "csv",
-                "--out",
-                "big",
-            ],
-            &dir,
-        )
-    })
-    .await
-    .unwrap();
+    let o = run_blocking(
+        &[
+            "-q",
+            "run",
+            "hey",
+            "--pool",
+            "lab.toml",
+            "--probe",
+            "tcp",
+            "--limit",
+            "30",
+            "--require",
+            "cores>=4",
+            "--handler",
+            "csv",
+            "--out",
+            "big",
+        ],
+        tmp.path(),
+    )
+    .await;
     assert!(o.status.success(), "{}", text(&o));
     let v3_addrs: Vec<SocketAddr> = v3.addrs().to_vec();
     for r in rows(&tmp.path().join("big")) {
@@ -356,37 +335,22 @@ fn kill_9_then_resume_keeps_every_experiment_exactly_once() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let o = run(
-        &[
-            "-q",
-            "run",
-            "week.toml",
-            "--simulate",
-            "4",
-            "--handler",
-            "csv",
-            "--resume",
-            "out",
-        ],
-        tmp.path(),
-    );
+    const RESUME: [&str; 8] = [
+        "run",
+        "week.toml",
+        "--simulate",
+        "4",
+        "--handler",
+        "csv",
+        "--resume",
+        "out",
+    ];
+    let o = run(&[&["-q"][..], &RESUME[..]].concat(), tmp.path());
     assert!(o.status.success(), "{}", text(&o));
-    assert_exactly_once(&out.join("a"), u64::from(na));
-    assert_exactly_once(&out.join("urgent"), u64::from(nb));
+    common::assert_rows_exactly_once(&out.join("a"), u64::from(na));
+    common::assert_rows_exactly_once(&out.join("urgent"), u64::from(nb));
     // Running it again finds nothing to do.
-    let o = run(
-        &[
-            "run",
-            "week.toml",
-            "--simulate",
-            "4",
-            "--handler",
-            "csv",
-            "--resume",
-            "out",
-        ],
-        tmp.path(),
-    );
+    let o = run(&RESUME, tmp.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("nothing to do"),

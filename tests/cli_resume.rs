@@ -76,24 +76,7 @@ fn kill_9_then_resume_keeps_every_variant_exactly_once() {
         .unwrap();
     assert!(status.success(), "resumed run failed: {status}");
 
-    let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let mut count = vec![0u32; n as usize];
-    for r in &rows {
-        count[r.variant as usize] += 1;
-    }
-    let wrong: Vec<_> = count
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c != 1)
-        .take(5)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "variants without exactly one row: {wrong:?}"
-    );
+    common::assert_rows_exactly_once(&out, u64::from(n));
     let events = taskdist::handlers::reader::read_events(out.join("events.csv"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()

@@ -130,20 +130,7 @@ fn check_exactly_once(out: &Path, ledger_at_stop: usize) {
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let mut count = vec![0u32; VARIANTS as usize];
-    for r in &rows {
-        count[usize::try_from(r.variant).unwrap()] += 1;
-    }
-    let wrong: Vec<_> = count
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c != 1)
-        .take(5)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "variants without exactly one row: {wrong:?}"
-    );
+    common::assert_rows_exactly_once(out, VARIANTS as u64);
     assert!(rows
         .iter()
         .all(|r| r.outcome == taskdist::handlers::reader::OutcomeKind::Done));

@@ -157,3 +157,32 @@ priority = 5
     );
     taskdist::tasksets::Spec::from_toml_str(&text, "test-spec").expect("test spec parses")
 }
+
+/// `DIR/variants.csv` has exactly one row for each variant in `0..n` and none other.
+pub fn assert_rows_exactly_once(dir: &std::path::Path, n: u64) {
+    let rows = taskdist::handlers::reader::read_variants(dir.join("variants.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut count = vec![0u32; usize::try_from(n).unwrap()];
+    for r in &rows {
+        assert!(
+            r.variant < n,
+            "unselected variant {} in {}",
+            r.variant,
+            dir.display()
+        );
+        count[usize::try_from(r.variant).unwrap()] += 1;
+    }
+    let wrong: Vec<_> = count
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c != 1)
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{}: variants without exactly one row: {wrong:?}",
+        dir.display()
+    );
+}
