@@ -459,3 +459,142 @@ fn readme_pool_examples_parse() {
     assert!(sel.matches(&Labels::parse_pairs("board=rpi4,cores=4,site=lab2").unwrap()));
     assert!(blocks.iter().any(|b| b.contains("[[experiment]]")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_controls_drain_quarantine_release_pause_and_groups() {
+    use taskdist::distributor::TargetState;
+    let (sim, g) = group(2, [127, 0, 47, 2], Dialect::V3, "", SimConfig::default()).await;
+    let (a0, a1) = (sim.addrs()[0], sim.addrs()[1]);
+    let p = pool(vec![g], None);
+    let rec = Recorder::default();
+    let h = p
+        .submit(Experiment::new(spec_named("long", "hey", 1_000_000)).handler(rec.clone()))
+        .unwrap();
+    wait_until("both targets at work", || {
+        let s = rec.seen();
+        s.finished_on.contains(&a0) && s.finished_on.contains(&a1)
+    })
+    .await;
+
+    // Drain a0: it takes no new work; its state says so.
+    p.drain(a0).unwrap();
+    wait_until("a0 drained", || {
+        p.snapshot()
+            .targets
+            .iter()
+            .any(|t| t.target == a0 && t.stats.state == TargetState::Drained)
+    })
+    .await;
+    let on_a0 = rec.seen().finished_on.iter().filter(|t| **t == a0).count();
+    let total = rec.seen().finished_on.len();
+    wait_until("more variants on a1", || {
+        rec.seen().finished_on.len() >= total + 20
+    })
+    .await;
+    assert_eq!(
+        rec.seen().finished_on.iter().filter(|t| **t == a0).count(),
+        on_a0,
+        "a drained target took work"
+    );
+    let snap = p.snapshot();
+    let t0 = snap.targets.iter().find(|t| t.target == a0).unwrap();
+    assert_eq!(t0.hold.as_deref(), Some("drained"));
+
+    // Release: it works again.
+    assert!(p.release(a0));
+    wait_until("a0 back at work", || {
+        rec.seen().finished_on.iter().filter(|t| **t == a0).count() > on_a0
+    })
+    .await;
+
+    // Quarantine a1 with a reason: visible, and it stops at once.
+    p.quarantine(a1, "wrong events").unwrap();
+    wait_until("a1 quarantined", || {
+        p.snapshot().targets.iter().any(|t| {
+            t.target == a1
+                && t.stats.state == TargetState::Quarantined
+                && t.hold.as_deref() == Some("quarantined: wrong events")
+        })
+    })
+    .await;
+    let on_a1 = rec.seen().finished_on.iter().filter(|t| **t == a1).count();
+    let total = rec.seen().finished_on.len();
+    wait_until("more variants on a0", || {
+        rec.seen().finished_on.len() >= total + 20
+    })
+    .await;
+    assert_eq!(
+        rec.seen().finished_on.iter().filter(|t| **t == a1).count(),
+        on_a1
+    );
+    assert!(p.quarantine("127.9.9.9:1".parse().unwrap(), "x").is_err());
+
+    // Pause: nothing new finishes after the running attempts end; resume: it goes on.
+    h.pause();
+    assert!(h.is_paused());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused_at = rec.seen().finished_on.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rec.seen().finished_on.len(),
+        paused_at,
+        "a paused experiment ran"
+    );
+    h.resume();
+    wait_until("progress after resume", || {
+        rec.seen().finished_on.len() > paused_at + 5
+    })
+    .await;
+
+    // A group added while the pool runs gets work; removed, it leaves.
+    let (sim2, mut g2) = group(1, [127, 0, 47, 10], Dialect::V3, "", SimConfig::default()).await;
+    g2.name = "late".into();
+    let late = sim2.addrs()[0];
+    p.add_group(g2.clone()).unwrap();
+    assert!(
+        p.add_group(g2.clone()).is_err(),
+        "a second group with the same name"
+    );
+    wait_until("the added target at work", || {
+        rec.seen().finished_on.contains(&late)
+    })
+    .await;
+    assert!(p.remove_group("late"));
+    wait_until("the removed target closed", || {
+        p.snapshot()
+            .targets
+            .iter()
+            .any(|t| t.target == late && t.stats.state == TargetState::Closed)
+    })
+    .await;
+    let on_late = rec
+        .seen()
+        .finished_on
+        .iter()
+        .filter(|t| **t == late)
+        .count();
+    let total = rec.seen().finished_on.len();
+    wait_until("more variants", || {
+        rec.seen().finished_on.len() >= total + 20
+    })
+    .await;
+    assert_eq!(
+        rec.seen()
+            .finished_on
+            .iter()
+            .filter(|t| **t == late)
+            .count(),
+        on_late
+    );
+
+    h.stop();
+    h.close().await.unwrap();
+    p.shutdown().await;
+    sim.shutdown().await;
+    sim2.shutdown().await;
+    let s = rec.seen();
+    assert!(
+        s.finished.values().all(|a| a.len() == 1),
+        "a variant finished twice"
+    );
+}

@@ -20,8 +20,11 @@ pub enum TargetState {
     Running,
     /// The session failed; the host is back in the discovery pool and re-checked later.
     Backoff,
-    /// Repeated faults: the host is held out for a while (see `quarantine_for`).
+    /// Repeated faults: the host is held out for a while (see `quarantine_for`); or taken
+    /// out of service by the pool's owner until released.
     Quarantined,
+    /// Drained by the pool's owner: takes no work until released.
+    Drained,
     /// The run ended; the session was closed.
     Closed,
 }

@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use taskdist_handlers::{
     AttemptId, RunInfo, RunSummary, TimedEvent, VariantBad, VariantFinished, VariantStarted,
     VariantStopped,
 };
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,48 @@ pub(crate) struct GroupRt {
     pub hosts: HostPool,
     pub labels: Arc<Labels>,
     pub session: SessionConfig,
+    /// Added while the pool runs (it has a monitor of its own).
+    pub added: bool,
+}
+
+/// Why a target takes no work although it may be up (set by the pool's owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Finish the running variant, then take no more.
+    Drain,
+    /// Out of service at once (its running variant goes back to the queue) until released.
+    Quarantine(String),
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Drain => f.write_str("drained"),
+            Hold::Quarantine(r) if r.is_empty() => f.write_str("quarantined"),
+            Hold::Quarantine(r) => write!(f, "quarantined: {r}"),
+        }
+    }
+}
+
+/// What a target runs now.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub experiment: String,
+    pub variant: u64,
+    pub since: SystemTime,
+    /// Stops this attempt alone (a child of the experiment's token).
+    pub cancel: CancellationToken,
+}
+
+/// Requests of the pool's owner to the pool supervisor.
+#[derive(Debug)]
+pub(crate) enum Ctl {
+    /// Probe the hosts of a group added while the pool runs.
+    Watch(Arc<GroupRt>),
+    /// Stop probing a removed group.
+    Unwatch(String),
+    /// A held target may work again: check it.
+    Release(SocketAddr),
 }
 
 impl GroupRt {
@@ -56,7 +98,7 @@ impl GroupRt {
 /// State shared by everything in a pool.
 pub(crate) struct Shared {
     pub cfg: PoolConfig,
-    pub groups: Vec<GroupRt>,
+    pub groups: RwLock<Vec<Arc<GroupRt>>>,
     pub sched: Mutex<Scheduler>,
     /// Woken whenever work may have become available or an attempt ended.
     pub changed: Arc<Notify>,
@@ -65,6 +107,12 @@ pub(crate) struct Shared {
     pub exps: Mutex<HashMap<ExpId, Arc<ExpCtx>>>,
     /// Binaries loaded on each target since its last (assumed) boot: name → binaries id.
     pub loaded: Mutex<HashMap<SocketAddr, HashMap<String, u64>>>,
+    /// Targets held out of work by the pool's owner.
+    pub holds: Mutex<HashMap<SocketAddr, Hold>>,
+    /// The attempt each busy target runs.
+    pub current: Mutex<HashMap<SocketAddr, Current>>,
+    /// Requests to the supervisor.
+    pub ctl: mpsc::UnboundedSender<Ctl>,
     pub cancel: CancellationToken,
 }
 
@@ -73,8 +121,32 @@ impl Shared {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn group_of(&self, addr: SocketAddr) -> Option<&GroupRt> {
-        self.groups.iter().find(|g| g.hosts.contains(addr))
+    pub fn groups(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<GroupRt>>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn group_of(&self, addr: SocketAddr) -> Option<Arc<GroupRt>> {
+        self.groups()
+            .iter()
+            .find(|g| g.hosts.contains(addr))
+            .cloned()
+    }
+
+    pub fn hold_of(&self, addr: SocketAddr) -> Option<Hold> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned()
+    }
+
+    pub fn current(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Current>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the target must stop taking work, if it must.
+    fn must_stop(&self, addr: SocketAddr) -> bool {
+        self.hold_of(addr).is_some() || self.group_of(addr).is_none()
     }
 
     /// The target may have rebooted: binaries sent to it count as unsent.
@@ -107,6 +179,8 @@ pub(crate) struct ExpCtx {
     pub fatal: Mutex<Option<DistributorError>>,
     /// Stops this experiment's attempts (a child of the pool's token).
     pub cancel: CancellationToken,
+    /// Paused by its owner (mirrored in the scheduler).
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ExpCtx {
@@ -143,35 +217,91 @@ impl ExpCtx {
 // The pool supervisor
 
 /// Watch the hosts and keep one worker per live target, until the pool is cancelled.
-pub(crate) async fn run_pool(shared: Arc<Shared>, hosts: HostPool) {
+pub(crate) async fn run_pool(
+    shared: Arc<Shared>,
+    hosts: HostPool,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+) {
     let prober = shared.cfg.probe.prober(&shared.cfg.session);
     let monitor_cancel = CancellationToken::new();
-    let (monitor, mut changes) = Monitor::spawn(
-        hosts,
-        prober,
-        shared.cfg.monitor.clone(),
-        monitor_cancel.clone(),
-    );
+    // Every monitor's changes, merged.
+    let (change_tx, mut changes) = mpsc::channel::<HostChange>(1024);
+    let watch = |hosts: HostPool, cancel: CancellationToken| {
+        let (handle, mut rx) =
+            Monitor::spawn(hosts, prober.clone(), shared.cfg.monitor.clone(), cancel);
+        let tx = change_tx.clone();
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+        });
+        handle
+    };
+    // The groups the pool started with share one monitor; each added group has its own.
+    let initial = watch(hosts, monitor_cancel.child_token());
+    let mut added: HashMap<String, (MonitorHandle, CancellationToken)> = HashMap::new();
     let mut workers: JoinSet<(SocketAddr, WorkerExit)> = JoinSet::new();
     let mut active: HashSet<SocketAddr> = HashSet::new();
+    // Targets out of work by their owner's request, leased from their monitor until released.
+    let mut parked: HashSet<SocketAddr> = HashSet::new();
     let mut side: JoinSet<()> = JoinSet::new();
-    let mut monitor_open = true;
+    let monitor_of = |addr: SocketAddr,
+                      added: &HashMap<String, (MonitorHandle, CancellationToken)>|
+     -> Option<MonitorHandle> {
+        let g = shared.group_of(addr)?;
+        if g.added {
+            added.get(&g.name).map(|(m, _)| m.clone())
+        } else {
+            Some(initial.clone())
+        }
+    };
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => break,
-            change = changes.recv(), if monitor_open => match change {
-                Some(HostChange::Up(addr)) => {
+            Some(change) = changes.recv() => match change {
+                HostChange::Up(addr) => {
+                    if shared.group_of(addr).is_none() {
+                        // Its group was removed meanwhile.
+                        continue;
+                    }
+                    if shared.hold_of(addr).is_some() {
+                        parked.insert(addr);
+                        shared.board.set_state(addr, held_state(&shared, addr));
+                        continue;
+                    }
                     if active.insert(addr) {
                         tracing::debug!(%addr, "target up");
                         workers.spawn(worker(addr, shared.clone()));
                     }
                 }
-                Some(HostChange::Down(addr)) => {
+                HostChange::Down(addr) => {
                     tracing::debug!(%addr, "host down");
                     // It may come back rebooted, without the binaries sent to it.
                     shared.forget_binaries(addr);
                 }
-                None => monitor_open = false,
+            },
+            Some(req) = ctl.recv() => match req {
+                Ctl::Watch(g) => {
+                    let cancel = monitor_cancel.child_token();
+                    let m = watch(g.hosts.clone(), cancel.clone());
+                    added.insert(g.name.clone(), (m, cancel));
+                }
+                Ctl::Unwatch(name) => {
+                    if let Some((_, cancel)) = added.remove(&name) {
+                        cancel.cancel();
+                    }
+                    parked.retain(|a| shared.group_of(*a).is_some());
+                }
+                Ctl::Release(addr) => {
+                    if parked.remove(&addr) {
+                        if let Some(m) = monitor_of(addr, &added) {
+                            shared.board.set_state(addr, TargetState::Backoff);
+                            m.report_failed(addr);
+                        }
+                    }
+                }
             },
             Some(joined) = workers.join_next(), if !workers.is_empty() => {
                 let Ok((addr, exit)) = joined else {
@@ -179,11 +309,23 @@ pub(crate) async fn run_pool(shared: Arc<Shared>, hosts: HostPool) {
                     continue;
                 };
                 active.remove(&addr);
+                if shared.group_of(addr).is_none() {
+                    // Deregistered: forgotten by the pool.
+                    shared.board.set_state(addr, TargetState::Closed);
+                    continue;
+                }
+                if shared.hold_of(addr).is_some() {
+                    parked.insert(addr);
+                    shared.board.set_state(addr, held_state(&shared, addr));
+                    continue;
+                }
                 if let WorkerExit::Failed { consecutive, suspect, .. } = exit {
                     let quarantine = consecutive >= shared.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
                     shared.board.set_state(addr, state);
-                    side.spawn(return_to_pool(shared.clone(), monitor.clone(), addr, suspect, quarantine));
+                    if let Some(m) = monitor_of(addr, &added) {
+                        side.spawn(return_to_pool(shared.clone(), m, addr, suspect, quarantine));
+                    }
                 }
             }
         }
@@ -195,6 +337,14 @@ pub(crate) async fn run_pool(shared: Arc<Shared>, hosts: HostPool) {
     }
     monitor_cancel.cancel();
     side.abort_all();
+}
+
+/// The state a held target shows.
+fn held_state(shared: &Shared, addr: SocketAddr) -> TargetState {
+    match shared.hold_of(addr) {
+        Some(Hold::Drain) => TargetState::Drained,
+        _ => TargetState::Quarantined,
+    }
 }
 
 /// A failed target goes back to the discovery pool: after the recovery command if it
@@ -273,7 +423,7 @@ const NOT_SUSPECT: WorkerExit = WorkerExit::Failed {
 
 async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExit) {
     let Some(group) = shared.group_of(addr) else {
-        // The monitor only reports hosts of the pool's groups.
+        // Its group was removed.
         return (addr, WorkerExit::Cancelled);
     };
     let (labels, session_cfg) = (group.labels.clone(), group.session.clone());
@@ -310,6 +460,9 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
             let notified = shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if shared.must_stop(addr) {
+                break 'work WorkerExit::Cancelled;
+            }
             let next = shared.sched().take(addr, Instant::now());
             if let Some(a) = next {
                 let ctx = shared
@@ -450,6 +603,20 @@ async fn run_one(
         }
     };
     let stale_before = session.stale_events();
+    let attempt_cancel = ctx.cancel.child_token();
+    shared.current().insert(
+        addr,
+        Current {
+            experiment: ctx.name.clone(),
+            variant: job.index,
+            since: started_at,
+            cancel: attempt_cancel.clone(),
+        },
+    );
+    if matches!(shared.hold_of(addr), Some(Hold::Quarantine(_))) {
+        // Quarantined between the scheduler's answer and now.
+        attempt_cancel.cancel();
+    }
     let result = session
         .run_taskset(
             &taskset,
@@ -457,9 +624,10 @@ async fn run_one(
             &ctx.binaries,
             sent,
             &mut on_events,
-            &ctx.cancel,
+            &attempt_cancel,
         )
         .await;
+    shared.current().remove(&addr);
     // Stale events of this attempt, whether it finished or failed.
     ctx.metrics.stale_events.fetch_add(
         session.stale_events().saturating_sub(stale_before),
@@ -625,7 +793,12 @@ pub(crate) async fn run_experiment(
     let base = (base.done, base.bad, base.requeued, base.events);
     // The handlers hear of the run before any of its variants: only now is it scheduled.
     ctx.send(Msg::RunStarted(Arc::new(info))).await;
-    shared.sched().add_experiment_as(ctx.id, spec);
+    {
+        let mut sched = shared.sched();
+        let mut spec = spec;
+        spec.paused = ctx.paused.load(Ordering::Relaxed);
+        sched.add_experiment_as(ctx.id, spec);
+    }
     shared.changed.notify_waiters();
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(record(ctx.clone(), ledger, recorder_stop.clone()));
@@ -729,7 +902,7 @@ fn publish_figures(shared: &Shared, ctx: &ExpCtx) {
 fn warn_if_unservable(shared: &Shared, ctx: &ExpCtx) {
     let needs_v1 = ctx.workload.admission.is_some();
     let servable = shared
-        .groups
+        .groups()
         .iter()
         .any(|g| ctx.selector.matches(&g.labels) && (!needs_v1 || g.dialect().has_optimize()));
     if !servable {
@@ -759,7 +932,7 @@ fn warn_no_target(shared: &Shared, ctx: &ExpCtx) {
             );
             return;
         }
-        let hosts: u128 = shared.groups.iter().map(|g| g.hosts.len()).sum();
+        let hosts: u128 = shared.groups().iter().map(|g| g.hosts.len()).sum();
         tracing::warn!(
             "experiment {}: no host of the {hosts} addresses has answered the probe after \
              {secs} s; still probing (check the addresses and --probe)",

@@ -48,12 +48,12 @@ pub mod strategy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use taskdist_handlers::{EventHandler, RunInfo, RunSummary};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,7 @@ use crate::distributor::{
     RangeSet, Selection, TargetState, TargetStats, WorkQueue, Workload,
 };
 use crate::protocol::{Binaries, SessionConfig};
-use engine::{ExpCtx, GroupRt, Shared};
+use engine::{Ctl, ExpCtx, GroupRt, Hold, Shared};
 use sched::{ExpSpec, Scheduler};
 
 /// Settings of a pool (targets, probing, sessions, target health, strategy).
@@ -121,7 +121,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("groups", &self.shared.groups.len())
+            .field("groups", &self.shared.groups().len())
             .field("strategy", &self.shared.cfg.strategy.name())
             .finish()
     }
@@ -136,10 +136,8 @@ impl Drop for Pool {
 impl Pool {
     /// Check the configuration, start probing the hosts and opening sessions. Must be called
     /// within a tokio runtime.
+    /// A pool may start without groups and get them later from [`Pool::add_group`].
     pub fn start(cfg: PoolConfig) -> Result<Pool, DistributorError> {
-        if cfg.groups.is_empty() {
-            return Err(DistributorError::NoHosts);
-        }
         let mut groups = Vec::with_capacity(cfg.groups.len());
         let mut spans = Vec::new();
         for g in &cfg.groups {
@@ -153,12 +151,13 @@ impl Pool {
             let mut session = cfg.session.clone();
             session.dialect = g.dialect;
             spans.push(hosts.clone());
-            groups.push(GroupRt {
+            groups.push(Arc::new(GroupRt {
                 name: g.name.clone(),
                 hosts,
                 labels: Arc::new(g.labels.clone()),
                 session,
-            });
+                added: false,
+            }));
         }
         for (i, a) in spans.iter().enumerate() {
             for b in &spans[i + 1..] {
@@ -176,17 +175,21 @@ impl Pool {
             }
         }
         let all = HostPool::merge(spans);
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sched: Mutex::new(Scheduler::new(cfg.strategy.clone())),
             cfg,
-            groups,
+            groups: RwLock::new(groups),
+            holds: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
+            ctl,
             changed: Arc::new(Notify::new()),
             board: Arc::new(Metrics::default()),
             exps: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
         });
-        let task = tokio::spawn(engine::run_pool(shared.clone(), all));
+        let task = tokio::spawn(engine::run_pool(shared.clone(), all, ctl_rx));
         Ok(Pool {
             shared,
             task: Some(task),
@@ -268,7 +271,7 @@ impl Pool {
         let dialects: Vec<String> = {
             let mut d: Vec<String> = self
                 .shared
-                .groups
+                .groups()
                 .iter()
                 .map(|g| g.dialect().to_string())
                 .collect();
@@ -297,6 +300,7 @@ impl Pool {
         let binaries_id = binaries_id(&exp.binaries);
         let cancel = self.shared.cancel.child_token();
         let id = self.shared.sched().reserve_id();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(exp.paused));
         let spec = ExpSpec {
             priority: exp.priority,
             weight: exp.weight,
@@ -304,6 +308,7 @@ impl Pool {
             needs_optimize,
             binaries_id,
             queue: queue.clone(),
+            paused: exp.paused,
         };
         let ctx = Arc::new(ExpCtx {
             id,
@@ -321,6 +326,7 @@ impl Pool {
             unrecorded: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
             cancel: cancel.clone(),
+            paused: paused.clone(),
         });
         self.shared
             .exps
@@ -340,6 +346,9 @@ impl Pool {
         ));
         self.shared.changed.notify_waiters();
         Ok(ExperimentHandle {
+            shared: self.shared.clone(),
+            id,
+            paused,
             cancel,
             task: Some(task),
             metrics,
@@ -364,11 +373,16 @@ impl Pool {
         experiments.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
         let labels = |a: SocketAddr| {
             self.shared
-                .groups
-                .iter()
-                .find(|g| g.hosts.contains(a))
+                .group_of(a)
                 .map(|g| (g.name.clone(), g.dialect().to_string(), (*g.labels).clone()))
         };
+        let holds = self
+            .shared
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let current = self.shared.current().clone();
         PoolSnapshot {
             strategy: self.shared.cfg.strategy.name(),
             targets: board
@@ -381,12 +395,139 @@ impl Pool {
                         group,
                         dialect,
                         labels,
+                        hold: holds.get(&addr).map(ToString::to_string),
+                        current: current.get(&addr).map(|c| CurrentWork {
+                            experiment: c.experiment.clone(),
+                            variant: c.variant,
+                            since: c.since,
+                        }),
                         stats,
                     }
                 })
                 .collect(),
             experiments,
         }
+    }
+
+    /// Add a target group while the pool runs: its hosts are probed as the others are. Its
+    /// name must be new and its addresses must not belong to another group.
+    pub fn add_group(&self, g: TargetGroup) -> Result<(), DistributorError> {
+        let hosts = g.host_pool()?;
+        if self.shared.cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
+            return Err(DistributorError::Config(format!(
+                "group {}: the pool probes with AVAILABLE, which {} targets lack",
+                g.name, g.dialect
+            )));
+        }
+        let mut session = self.shared.cfg.session.clone();
+        session.dialect = g.dialect;
+        let rt = Arc::new(GroupRt {
+            name: g.name.clone(),
+            hosts,
+            labels: Arc::new(g.labels.clone()),
+            session,
+            added: true,
+        });
+        {
+            let mut groups = self
+                .shared
+                .groups
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = groups
+                .iter()
+                .find(|o| o.name == rt.name || o.hosts.overlaps(&rt.hosts))
+            {
+                return Err(DistributorError::Config(if other.name == rt.name {
+                    format!("a target group named {} exists already", rt.name)
+                } else {
+                    format!(
+                        "group {} shares addresses with group {}; each target must belong to one group",
+                        rt.name, other.name
+                    )
+                }));
+            }
+            groups.push(rt.clone());
+        }
+        let _ = self.shared.ctl.send(Ctl::Watch(rt));
+        Ok(())
+    }
+
+    /// Remove a target group: its targets finish their running variants, then leave the
+    /// pool. Returns whether the group existed.
+    pub fn remove_group(&self, name: &str) -> bool {
+        let removed = {
+            let mut groups = self
+                .shared
+                .groups
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let before = groups.len();
+            groups.retain(|g| g.name != name);
+            groups.len() != before
+        };
+        if removed {
+            let _ = self.shared.ctl.send(Ctl::Unwatch(name.to_owned()));
+            self.shared.changed.notify_waiters();
+        }
+        removed
+    }
+
+    /// Names of the target groups.
+    pub fn group_names(&self) -> Vec<String> {
+        self.shared
+            .groups()
+            .iter()
+            .map(|g| g.name.clone())
+            .collect()
+    }
+
+    /// Drain a target: it finishes its running variant, then takes no work until
+    /// [`Pool::release`]. Fails for an address outside every group.
+    pub fn drain(&self, target: SocketAddr) -> Result<(), DistributorError> {
+        self.hold(target, Hold::Drain)
+    }
+
+    /// Take a target out of service at once: its running variant goes back to its queue
+    /// (no result is recorded for it) and it takes no work until [`Pool::release`].
+    pub fn quarantine(&self, target: SocketAddr, reason: &str) -> Result<(), DistributorError> {
+        self.hold(target, Hold::Quarantine(reason.to_owned()))?;
+        if let Some(c) = self.shared.current().get(&target) {
+            c.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    /// End a drain or quarantine: the target is checked and takes work again once it
+    /// answers. Returns whether it was held.
+    pub fn release(&self, target: SocketAddr) -> bool {
+        let was = self
+            .shared
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target)
+            .is_some();
+        if was {
+            let _ = self.shared.ctl.send(Ctl::Release(target));
+            self.shared.changed.notify_waiters();
+        }
+        was
+    }
+
+    fn hold(&self, target: SocketAddr, hold: Hold) -> Result<(), DistributorError> {
+        if self.shared.group_of(target).is_none() {
+            return Err(DistributorError::Config(format!(
+                "target {target}: not in any group of the pool"
+            )));
+        }
+        self.shared
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target, hold);
+        self.shared.changed.notify_waiters();
+        Ok(())
     }
 
     /// The strategy in force.
@@ -440,6 +581,7 @@ pub struct Experiment {
     command: Vec<String>,
     handlers: Vec<Box<dyn EventHandler>>,
     metrics: Option<Arc<Metrics>>,
+    paused: bool,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -474,6 +616,7 @@ impl Experiment {
             command: Vec::new(),
             handlers: Vec::new(),
             metrics: None,
+            paused: false,
         }
     }
 
@@ -492,6 +635,12 @@ impl Experiment {
             e = e.weight(w);
         }
         Ok(e)
+    }
+
+    /// Start paused (see [`ExperimentHandle::pause`]).
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
     }
 
     /// Its name in logs and metrics (default: the spec's name).
@@ -599,6 +748,11 @@ impl Experiment {
 
 /// A running experiment.
 pub struct ExperimentHandle {
+    shared: Arc<Shared>,
+    id: sched::ExpId,
+    /// Shared with the experiment's context (not the context itself: it holds the handlers'
+    /// sender, which must close when the experiment ends).
+    paused: Arc<std::sync::atomic::AtomicBool>,
     cancel: CancellationToken,
     task: Option<JoinHandle<Result<RunSummary, DistributorError>>>,
     metrics: Arc<Metrics>,
@@ -635,6 +789,32 @@ impl ExperimentHandle {
     /// of the ledger, so a resumed run does them). Other experiments go on.
     pub fn stop(&self) {
         self.cancel.cancel();
+    }
+
+    /// Pause: no new attempts start; running ones finish. Other experiments get the targets.
+    pub fn pause(&self) {
+        self.set_paused(true);
+    }
+
+    /// Resume a paused experiment.
+    pub fn resume(&self) {
+        self.set_paused(false);
+    }
+
+    /// Whether the experiment is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_paused(&self, paused: bool) {
+        // Under the scheduler's lock, so that an experiment not yet registered with it is
+        // registered in the same state.
+        let mut sched = self.shared.sched();
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        sched.set_paused(self.id, paused);
+        drop(sched);
+        self.shared.changed.notify_waiters();
     }
 
     /// A token that stops the experiment when cancelled (for signal handlers).
@@ -698,9 +878,32 @@ pub struct PoolTarget {
     pub dialect: String,
     /// Its labels.
     pub labels: Labels,
+    /// Why it takes no work by its owner's request (`drained`, `quarantined: REASON`).
+    pub hold: Option<String>,
+    /// What it runs now.
+    pub current: Option<CurrentWork>,
     /// State and totals over all experiments.
     #[serde(flatten)]
     pub stats: TargetStats,
+}
+
+/// The attempt a target runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrentWork {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The variant's index.
+    pub variant: u64,
+    /// When the attempt was handed out (in JSON: `since_unix_s`, seconds since the epoch).
+    #[serde(rename = "since_unix_s", serialize_with = "unix_secs")]
+    pub since: SystemTime,
+}
+
+fn unix_secs<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    s.serialize_f64(secs)
 }
 
 /// The pool as it is now: targets (over all experiments) and running experiments.

@@ -78,6 +78,8 @@ pub(crate) struct ExpSpec {
     pub binaries_id: u64,
     /// Its variants.
     pub queue: Arc<WorkQueue>,
+    /// Starts paused: no attempts until resumed.
+    pub paused: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,8 @@ struct ExpEntry {
     spec: ExpSpec,
     /// No new attempts (done or stopping).
     closed: bool,
+    /// No new attempts until resumed; running ones finish.
+    paused: bool,
     /// Target time of finished attempts.
     charged: Duration,
     /// Attempts running and the sum of their start times (seconds since `epoch`).
@@ -302,6 +306,7 @@ impl Scheduler {
     pub fn add_experiment_as(&mut self, id: ExpId, spec: ExpSpec) {
         let mut e = ExpEntry {
             id,
+            paused: spec.paused,
             spec,
             closed: false,
             charged: Duration::ZERO,
@@ -328,6 +333,13 @@ impl Scheduler {
     pub fn close_experiment(&mut self, id: ExpId) {
         if let Some(e) = self.exps.iter_mut().find(|e| e.id == id) {
             e.closed = true;
+        }
+    }
+
+    /// Pause (no new attempts; running ones finish) or resume the experiment.
+    pub fn set_paused(&mut self, id: ExpId, paused: bool) {
+        if let Some(e) = self.exps.iter_mut().find(|e| e.id == id) {
+            e.paused = paused;
         }
     }
 
@@ -414,7 +426,7 @@ impl Scheduler {
             let mut candidates: Vec<(usize, f64)> = Vec::new();
             let mut wait = false;
             for (j, e) in self.exps[i..end].iter().enumerate() {
-                if e.closed || e.spec.queue.queued() == 0 {
+                if e.closed || e.paused || e.spec.queue.queued() == 0 {
                     continue;
                 }
                 let Some(pair) = e.pairs.get(&target) else {
@@ -621,6 +633,7 @@ mod tests {
             needs_optimize: false,
             binaries_id: 0,
             queue: queue(n),
+            paused: false,
         }
     }
 
@@ -694,6 +707,24 @@ mod tests {
         let first_low = log.iter().position(|l| l.0 == low).unwrap();
         assert!(first_low > last_high, "{log:?}");
         assert_eq!(log.len(), 10);
+    }
+
+    #[test]
+    fn a_paused_experiment_gets_no_attempts_until_resumed() {
+        let mut s = Scheduler::new(Arc::new(Greedy));
+        let high = s.add_experiment(spec("high", 10, 1.0, &[], 5));
+        let low = s.add_experiment(spec("low", 0, 1.0, &[], 5));
+        s.add_target(addr(2), labels(""), Dialect::V3);
+        s.set_paused(high, true);
+        let a = s.take(addr(2), Instant::now()).unwrap();
+        assert_eq!(
+            a.exp, low,
+            "the paused experiment must yield to the lower one"
+        );
+        s.finish(low, addr(2), Outcome::Done, true, Instant::now());
+        s.set_paused(high, false);
+        let a = s.take(addr(2), Instant::now()).unwrap();
+        assert_eq!(a.exp, high);
     }
 
     #[test]
