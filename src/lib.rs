@@ -16,6 +16,8 @@ pub mod discovery;
 pub mod distributor;
 pub mod pool;
 pub mod protocol;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod sim;
 mod time;
 

@@ -56,9 +56,33 @@ enum Command {
     Discover(cli::discover::DiscoverArgs),
     /// Run simulated targets on 127.0.0.x that speak the target protocol.
     Sim(cli::sim::SimArgs),
+    /// Run the lab service: one pool, experiments submitted over HTTP, a dashboard.
+    #[command(after_help = "Example:\n  taskdist serve --simulate 8 --data lab")]
+    Serve(cli::service::ServeArgs),
+    /// Submit an experiment to the service (prints its id).
+    Submit(cli::service::SubmitArgs),
+    /// Show the service's experiments, or follow one with --watch.
+    Status(cli::service::StatusArgs),
+    /// Pause an experiment of the service (running variants finish).
+    Pause(cli::service::ActArgs),
+    /// Resume a paused experiment of the service.
+    Resume(cli::service::ActArgs),
+    /// Cancel an experiment of the service (its results so far stay).
+    Cancel(cli::service::ActArgs),
+    /// List the service's targets, or drain, quarantine or release one.
+    Targets(cli::service::TargetsArgs),
+    /// Download an experiment's result files from the service.
+    Results(cli::service::ResultsArgs),
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`taskdist targets | head`), as other Unix tools do,
+    // instead of failing a print.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +101,14 @@ fn main() -> ExitCode {
             Command::List(args) => cli::list::run(args).await,
             Command::Discover(args) => cli::discover::run(args).await,
             Command::Sim(args) => cli::sim::run(args).await,
+            Command::Serve(args) => cli::service::serve(args).await,
+            Command::Submit(args) => cli::service::submit(args).await,
+            Command::Status(args) => cli::service::status(args).await,
+            Command::Pause(args) => cli::service::act(args, "pause").await,
+            Command::Resume(args) => cli::service::act(args, "resume").await,
+            Command::Cancel(args) => cli::service::act(args, "cancel").await,
+            Command::Targets(args) => cli::service::targets(args).await,
+            Command::Results(args) => cli::service::results(args).await,
         }
     });
     match result {

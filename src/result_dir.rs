@@ -173,14 +173,14 @@ impl ResultDirError {
 /// The exclusive lock of a result directory (an `flock` on `DIR/lock`), released when the
 /// last holder drops it.
 #[derive(Debug)]
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Take the lock of `dir` or report who holds it. Returns the lock and whether the lock
     /// file was created by this call.
-    fn acquire(dir: &Path) -> Result<(DirLock, bool), ResultDirError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<(DirLock, bool), ResultDirError> {
         let path = dir.join(LOCK_FILE);
         let existed = path.exists();
         let mut file = OpenOptions::new()

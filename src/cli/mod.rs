@@ -4,6 +4,7 @@
 pub mod discover;
 pub mod list;
 pub mod run;
+pub mod service;
 pub mod sim;
 
 use taskdist::discovery::PoolError;

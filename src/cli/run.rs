@@ -209,16 +209,16 @@ fn at_least_one(s: &str) -> Result<u64, String> {
     }
 }
 
-fn parse_limit(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_limit(s: &str) -> Result<u64, String> {
     at_least_one(s)
 }
 
-fn parse_attempts(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_attempts(s: &str) -> Result<u32, String> {
     let n = at_least_one(s)?;
     u32::try_from(n).map_err(|_| format!("{s}: expected at most {}", u32::MAX))
 }
 
-fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+pub(crate) fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let (k, n) = s
         .split_once('/')
         .ok_or_else(|| format!("expected K/N such as 0/4, found {s:?}"))?;
@@ -236,12 +236,12 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     Ok((k, n))
 }
 
-fn parse_strategy(s: &str) -> Result<String, String> {
+pub(crate) fn parse_strategy(s: &str) -> Result<String, String> {
     strategy::by_name(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
 }
 
-fn parse_weight(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_weight(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(w) if w.is_finite() && w > 0.0 => Ok(w),
         _ => Err(format!(
@@ -250,7 +250,7 @@ fn parse_weight(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_speed(s: &str) -> Result<Speed, String> {
+pub(crate) fn parse_speed(s: &str) -> Result<Speed, String> {
     s.parse::<Speed>().map_err(|e| e.to_string())
 }
 
@@ -624,7 +624,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The targets: pool file groups, HOSTS, simulated groups (nothing is written for them).
-    let mut clusters = Vec::new();
+    let clusters;
     let mut groups: Vec<TargetGroup> = plan.pool_file.map(|f| f.groups).unwrap_or_default();
     if !args.hosts.is_empty() {
         groups.push(TargetGroup {
@@ -635,35 +635,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             labels: Labels::new(),
         });
     }
-    let mut next_ip = std::net::Ipv4Addr::new(127, 0, 0, 2);
-    for (i, g) in plan.sim_groups.iter().enumerate() {
-        let dialect = g.dialect.unwrap_or(args.dialect);
-        let cfg = SimConfig {
-            dialect,
-            speed: args.sim_speed,
-            ..SimConfig::default()
-        };
-        let started = SimCluster::start(g.count, next_ip, 0, cfg)
-            .await
-            .context("cannot start the simulated targets");
-        let c = match started {
-            Ok(c) => c,
-            Err(e) => {
-                for o in opened {
-                    o.dir.abandon();
-                }
-                return Err(e);
+    match start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await {
+        Ok((c, g)) => {
+            clusters = c;
+            groups.extend(g);
+        }
+        Err(e) => {
+            for o in opened {
+                o.dir.abandon();
             }
-        };
-        next_ip = std::net::Ipv4Addr::from(u32::from(next_ip) + g.count as u32);
-        groups.push(TargetGroup {
-            name: format!("sim-{}", i + 1),
-            hosts: c.addrs().iter().map(|a| a.to_string()).collect(),
-            port: c.addrs().first().map_or(args.port, |a| a.port()),
-            dialect,
-            labels: g.labels.clone(),
-        });
-        clusters.push(c);
+            return Err(e);
+        }
     }
     let mut pool_cfg = PoolConfig::default();
     pool_cfg.groups = groups;
@@ -793,6 +775,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }))
 }
 
+/// Start the simulated target groups on 127.0.0.2, 127.0.0.3, ... (one address per target,
+/// in the order given) and describe them as pool groups `sim-1`, `sim-2`, ...
+pub(crate) async fn start_sim_groups(
+    sim_groups: &[SimGroup],
+    dialect: Dialect,
+    speed: Speed,
+) -> anyhow::Result<(Vec<SimCluster>, Vec<TargetGroup>)> {
+    let mut clusters = Vec::new();
+    let mut groups = Vec::new();
+    let mut next_ip = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for (i, g) in sim_groups.iter().enumerate() {
+        let dialect = g.dialect.unwrap_or(dialect);
+        let cfg = SimConfig {
+            dialect,
+            speed,
+            ..SimConfig::default()
+        };
+        let started = SimCluster::start(g.count, next_ip, 0, cfg)
+            .await
+            .context("cannot start the simulated targets");
+        let c = match started {
+            Ok(c) => c,
+            Err(e) => {
+                for c in clusters {
+                    SimCluster::shutdown(c).await;
+                }
+                return Err(e);
+            }
+        };
+        next_ip = std::net::Ipv4Addr::from(u32::from(next_ip) + g.count as u32);
+        groups.push(TargetGroup {
+            name: format!("sim-{}", i + 1),
+            hosts: c.addrs().iter().map(|a| a.to_string()).collect(),
+            port: c.addrs().first().map_or(DEFAULT_PORT, |a| a.port()),
+            dialect,
+            labels: g.labels.clone(),
+        });
+        clusters.push(c);
+    }
+    Ok((clusters, groups))
+}
+
 /// The end-of-run report of one experiment.
 fn report(s: &MetricsSnapshot, kinds: &[LibHandlerKind], batch: bool) {
     if s.targets.is_empty() {
@@ -883,7 +907,7 @@ async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>
     std::process::exit(130);
 }
 
-async fn signal() {
+pub(crate) async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -898,7 +922,7 @@ async fn signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn new_bar() -> ProgressBar {
+pub(crate) fn new_bar() -> ProgressBar {
     ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
 }
 

@@ -793,28 +793,28 @@ impl ExperimentHandle {
 
     /// Pause: no new attempts start; running ones finish. Other experiments get the targets.
     pub fn pause(&self) {
-        self.set_paused(true);
+        self.control().pause();
     }
 
     /// Resume a paused experiment.
     pub fn resume(&self) {
-        self.set_paused(false);
+        self.control().resume();
     }
 
     /// Whether the experiment is paused.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+        self.control().is_paused()
     }
 
-    fn set_paused(&self, paused: bool) {
-        // Under the scheduler's lock, so that an experiment not yet registered with it is
-        // registered in the same state.
-        let mut sched = self.shared.sched();
-        self.paused
-            .store(paused, std::sync::atomic::Ordering::Relaxed);
-        sched.set_paused(self.id, paused);
-        drop(sched);
-        self.shared.changed.notify_waiters();
+    /// A cheap handle that pauses, resumes or stops the experiment while another task waits
+    /// for it with [`ExperimentHandle::close`].
+    pub fn control(&self) -> ExperimentControl {
+        ExperimentControl {
+            shared: self.shared.clone(),
+            id: self.id,
+            paused: self.paused.clone(),
+            cancel: self.cancel.clone(),
+        }
     }
 
     /// A token that stops the experiment when cancelled (for signal handlers).
@@ -864,6 +864,57 @@ impl ExperimentHandle {
             }
         }
         waited
+    }
+}
+
+/// Pauses, resumes or stops a running experiment (from [`ExperimentHandle::control`]).
+#[derive(Clone)]
+pub struct ExperimentControl {
+    shared: Arc<Shared>,
+    id: sched::ExpId,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for ExperimentControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperimentControl")
+            .field("id", &self.id)
+            .field("paused", &self.is_paused())
+            .finish()
+    }
+}
+
+impl ExperimentControl {
+    /// See [`ExperimentHandle::pause`].
+    pub fn pause(&self) {
+        self.set_paused(true);
+    }
+
+    /// See [`ExperimentHandle::resume`].
+    pub fn resume(&self) {
+        self.set_paused(false);
+    }
+
+    /// Whether the experiment is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// See [`ExperimentHandle::stop`].
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    fn set_paused(&self, paused: bool) {
+        // Under the scheduler's lock, so that an experiment not yet registered with it is
+        // registered in the same state.
+        let mut sched = self.shared.sched();
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        sched.set_paused(self.id, paused);
+        drop(sched);
+        self.shared.changed.notify_waiters();
     }
 }
 

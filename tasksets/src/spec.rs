@@ -141,6 +141,19 @@ impl Spec {
         compile(raw, &ctx)
     }
 
+    /// The same spec with another seed (the `seed` key replaced): other draws, same space.
+    pub fn with_seed(&self, seed: u64) -> Result<Spec, SpecError> {
+        let ctx = Ctx {
+            text: &self.text,
+            origin: &self.origin,
+        };
+        let mut raw: RawSpec = toml::from_str(&self.text).map_err(|e| ctx.toml(&e))?;
+        raw.seed = Some(seed);
+        let mut spec = compile(raw, &ctx)?;
+        spec.name = self.name.clone();
+        Ok(spec)
+    }
+
     /// Read and parse a spec file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
         let path = path.as_ref();

@@ -1,0 +1,563 @@
+//! `taskdist serve` and the commands that talk to a running service: `submit`, `status`,
+//! `pause`, `resume`, `cancel`, `targets`, `results`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::ProgressStyle;
+use taskdist::discovery::HostPool;
+use taskdist::distributor::{ProbeKind, DEFAULT_PORT};
+use taskdist::pool::{strategy, Labels, PoolConfig, PoolFile, SimGroup, TargetGroup};
+use taskdist::protocol::{Dialect, SessionConfig};
+use taskdist::service::{
+    Client, ExperimentState, ExperimentView, Service, ServiceConfig, SubmitRequest, DEFAULT_LISTEN,
+    TOKEN_FILE,
+};
+use taskdist::sim::Speed;
+
+use super::run::{
+    parse_attempts, parse_limit, parse_shard, parse_speed, parse_strategy, parse_weight,
+    start_sim_groups,
+};
+use super::{UsageError, EXIT_BAD, EXIT_OK, EXIT_RUNTIME};
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Arguments of `taskdist serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Target hosts: addresses, host:port, or CIDR ranges (more can register over HTTP).
+    #[arg(value_name = "HOSTS")]
+    pub hosts: Vec<String>,
+    /// Data directory: state database, tokens, and each experiment's results in
+    /// DATA/experiments/ID.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address of the HTTP API. Loopback by default; another address makes the API (with
+    /// its bearer token, over plain HTTP) reachable from the network.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Pool file (TOML) with target groups, as for `taskdist run --pool`.
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+    /// Start simulated targets in this process: `N[:DIALECT][:KEY=VALUE,...]`, repeatable.
+    #[arg(long, value_name = "N[:DIALECT][:KEY=VALUE,...]")]
+    pub simulate: Vec<String>,
+    /// Target TCP port for hosts given without one.
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Protocol dialect of HOSTS and of simulated groups without one.
+    #[arg(long, default_value = "v3", value_name = "v1|v2|v3")]
+    pub dialect: Dialect,
+    /// How targets are matched with variants (see `taskdist list strategies`).
+    #[arg(long, default_value = strategy::DEFAULT_STRATEGY, value_parser = parse_strategy)]
+    pub strategy: String,
+    /// How hosts are checked (default: icmp, tcp for simulated targets).
+    #[arg(long, value_enum)]
+    pub probe: Option<ProbeKind>,
+    /// Speed of the simulated targets: fast, realtime, or a factor.
+    #[arg(long, default_value = "fast", value_name = "SPEED", value_parser = parse_speed)]
+    pub sim_speed: Speed,
+}
+
+/// Where the service is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The service's address, e.g. http://127.0.0.1:7410 (default: $TASKDIST_SERVER). The
+    /// token comes from $TASKDIST_TOKEN (the content of DATA/token).
+    #[arg(long, env = "TASKDIST_SERVER", value_name = "URL", global = true)]
+    pub server: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let server = self.server.as_deref().ok_or_else(|| {
+            usage("no server: give --server http://HOST:PORT or set TASKDIST_SERVER")
+        })?;
+        let token = std::env::var("TASKDIST_TOKEN").map_err(|_| {
+            usage(format!(
+                "no token: set TASKDIST_TOKEN to the content of the service's DATA/{TOKEN_FILE}"
+            ))
+        })?;
+        if token.trim().is_empty() {
+            return Err(usage(
+                "TASKDIST_TOKEN is empty; expected the service's token",
+            ));
+        }
+        Client::new(server, &token).map_err(|e| usage(e.to_string()))
+    }
+}
+
+/// Arguments of `taskdist submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A catalog name or a spec file (its text is sent to the service).
+    #[arg(value_name = "SPEC")]
+    pub spec: String,
+    /// Name of the experiment (default: the spec's).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Priority: higher runs first.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// Weight among experiments of the same priority.
+    #[arg(long, value_parser = parse_weight)]
+    pub weight: Option<f64>,
+    /// Run only on targets whose labels satisfy this (repeatable).
+    #[arg(long = "require", value_name = "KEY=VALUE")]
+    pub require: Vec<String>,
+    /// Replace the spec's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run only the first N selected variants.
+    #[arg(long, value_parser = parse_limit)]
+    pub limit: Option<u64>,
+    /// Run only shard K of N.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(u64, u64)>,
+    /// Attempts before a variant can be bad.
+    #[arg(long, value_parser = parse_attempts)]
+    pub attempts: Option<u32>,
+    /// Admission-control data: TOML file with goal and query_interval_ms (v1 targets).
+    #[arg(long, value_name = "FILE")]
+    pub admission: Option<PathBuf>,
+    /// Only check the spec and options: print the variant count, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `taskdist status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One experiment (default: a table of all).
+    pub id: Option<u64>,
+    /// Follow until the experiment ends (a progress bar), or refresh the table.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON instead.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `taskdist pause|resume|cancel`.
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    /// The experiment.
+    pub id: u64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `taskdist targets`.
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    /// Drain a target (ADDRESS:PORT): it finishes its variant, then takes no more work.
+    #[arg(long, value_name = "ADDR:PORT", group = "action")]
+    pub drain: Option<String>,
+    /// Take a target out of service at once (its variant is requeued).
+    #[arg(long, value_name = "ADDR:PORT", group = "action")]
+    pub quarantine: Option<String>,
+    /// Why, with --quarantine.
+    #[arg(long, requires = "quarantine")]
+    pub reason: Option<String>,
+    /// End a drain or quarantine.
+    #[arg(long, value_name = "ADDR:PORT", group = "action")]
+    pub release: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `taskdist results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// The experiment.
+    pub id: u64,
+    /// Directory to write the files to (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Run `taskdist serve` until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut sim_groups = Vec::new();
+    for text in &args.simulate {
+        let g: SimGroup = text
+            .parse()
+            .map_err(|e| usage(format!("--simulate {text}: {e}")))?;
+        sim_groups.push(g);
+    }
+    let total: usize = sim_groups.iter().map(|g| g.count).sum();
+    if total > 250 {
+        return Err(usage(format!(
+            "--simulate: {total} simulated targets in all; expected 1 to 250"
+        )));
+    }
+    let mut groups: Vec<TargetGroup> = match &args.pool {
+        Some(p) => PoolFile::load(p).map_err(|e| usage(e.to_string()))?.groups,
+        None => Vec::new(),
+    };
+    if !args.hosts.is_empty() {
+        HostPool::parse(&args.hosts, args.port)?;
+        groups.push(TargetGroup {
+            name: "hosts".into(),
+            hosts: args.hosts.clone(),
+            port: args.port,
+            dialect: args.dialect,
+            labels: Labels::new(),
+        });
+    }
+    let (clusters, sims) = start_sim_groups(&sim_groups, args.dialect, args.sim_speed).await?;
+    groups.extend(sims);
+    let mut pool = PoolConfig::default();
+    pool.groups = groups;
+    pool.session = SessionConfig::for_dialect(args.dialect);
+    pool.strategy = strategy::by_name(&args.strategy).map_err(|e| usage(e.to_string()))?;
+    pool.probe = match args.probe {
+        Some(p) => p,
+        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None => ProbeKind::default(),
+    };
+    let mut cfg = ServiceConfig::new(&args.data, pool);
+    cfg.listen = args.listen;
+    let service = Service::start(cfg).await.with_context(|| {
+        format!(
+            "cannot start the service with data in {}",
+            args.data.display()
+        )
+    })?;
+    let addr = service.local_addr();
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr}, reachable from the network: requests carry the token in \
+             plain HTTP; put the service behind TLS or an SSH tunnel on untrusted networks"
+        );
+    }
+    eprintln!("taskdist service on http://{addr}");
+    eprintln!(
+        "  token: {} (in {})",
+        service.token(),
+        args.data.join(TOKEN_FILE).display()
+    );
+    eprintln!(
+        "  enrollment token for targets: {}",
+        service.enrollment_token()
+    );
+    eprintln!("  dashboard: http://{addr}/#token={}", service.token());
+    eprintln!(
+        "  client: export TASKDIST_SERVER=http://{addr} TASKDIST_TOKEN=$(cat {})",
+        args.data.join(TOKEN_FILE).display()
+    );
+    super::run::signal().await;
+    eprintln!("stopping: unfinished experiments continue at the next start");
+    service.shutdown().await;
+    for c in clusters {
+        c.shutdown().await;
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn status_error(e: taskdist::service::ClientError) -> anyhow::Error {
+    match e.status() {
+        Some(400 | 404 | 409) => usage(e.to_string()),
+        _ => anyhow::Error::new(e),
+    }
+}
+
+/// `taskdist submit`.
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let mut req = if std::path::Path::new(&args.spec).is_file() {
+        let text = std::fs::read_to_string(&args.spec)
+            .with_context(|| format!("cannot read spec file {}", args.spec))?;
+        let mut r = SubmitRequest::spec_text(&text);
+        // The file's stem names it, as `taskdist run` does.
+        r.name = std::path::Path::new(&args.spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        r
+    } else if taskdist::tasksets::catalog::get(&args.spec).is_some() {
+        SubmitRequest::catalog(&args.spec)
+    } else {
+        return Err(usage(format!(
+            "spec {}: neither a file nor a catalog name (see `taskdist list tasksets`)",
+            args.spec
+        )));
+    };
+    if args.name.is_some() {
+        req.name = args.name.clone();
+    }
+    req.priority = args.priority;
+    req.weight = args.weight;
+    req.requires = args.require.clone();
+    req.seed = args.seed;
+    req.limit = args.limit;
+    req.shard = args.shard.map(|(k, n)| format!("{k}/{n}"));
+    req.attempts = args.attempts;
+    if let Some(p) = &args.admission {
+        req.admission = Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read admission file {}", p.display()))?,
+        );
+    }
+    let client = args.server.client()?;
+    if args.dry_run {
+        let v = client
+            .validate(&req)
+            .await
+            .map_err(|e| usage(format!("{}: {e}", args.spec)))?;
+        let count = |n: Option<u64>| n.map_or("endless".to_owned(), |n| n.to_string());
+        println!(
+            "{}: {} variants, {} selected",
+            v.name,
+            count(v.variants),
+            count(v.planned)
+        );
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    let s = client.submit(&req).await.map_err(|e| match e.status() {
+        Some(400) => usage(format!("{}: {e}", args.spec)),
+        _ => status_error(e),
+    })?;
+    println!("{}", s.id);
+    eprintln!(
+        "experiment {} ({}): {} variants; follow it with `taskdist status {} --watch`",
+        s.id,
+        s.name,
+        s.planned.map_or("endless".into(), |n| n.to_string()),
+        s.id
+    );
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn fmt_eta(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 1.0 => "0s".into(),
+        Some(s) => indicatif::HumanDuration(Duration::from_secs_f64(s.min(1e9))).to_string(),
+    }
+}
+
+fn table(exps: &[ExperimentView]) -> String {
+    let mut out = format!(
+        "{:>4}  {:<20} {:<9} {:>4} {:>12} {:>8} {:>6} {:>9}  {}\n",
+        "ID", "NAME", "STATE", "PRIO", "DONE", "PLANNED", "BAD", "RATE/s", "ETA"
+    );
+    for e in exps {
+        out.push_str(&format!(
+            "{:>4}  {:<20} {:<9} {:>4} {:>12} {:>8} {:>6} {:>9.1}  {}\n",
+            e.id,
+            e.name.chars().take(20).collect::<String>(),
+            e.state.as_str(),
+            e.priority,
+            e.done,
+            e.planned.map_or("-".into(), |n| n.to_string()),
+            e.bad,
+            e.rate_per_s,
+            fmt_eta(e.eta_s)
+        ));
+    }
+    out
+}
+
+fn exit_for(e: &ExperimentView) -> u8 {
+    match e.state {
+        ExperimentState::Done if e.bad == 0 => EXIT_OK,
+        ExperimentState::Failed => EXIT_RUNTIME,
+        _ => EXIT_BAD,
+    }
+}
+
+/// `taskdist status`.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = args.server.client()?;
+    match (args.id, args.watch) {
+        (None, false) => {
+            let exps = client.experiments().await.map_err(status_error)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&exps)?);
+            } else {
+                print!("{}", table(&exps));
+            }
+        }
+        (None, true) => loop {
+            let exps = client.experiments().await.map_err(status_error)?;
+            if std::io::stdout().is_terminal() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", table(&exps));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = super::run::signal() => return Ok(ExitCode::from(EXIT_OK)),
+            }
+        },
+        (Some(id), false) => {
+            let e = client.experiment(id).await.map_err(status_error)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print!("{}", table(std::slice::from_ref(&e)));
+                if let Some(err) = &e.error {
+                    println!("error: {err}");
+                }
+                for t in &e.targets {
+                    println!(
+                        "  {:<22} completed {:>8}  failed {:>4}  busy {:>8.1} s",
+                        t.target, t.completed, t.failed, t.busy_s
+                    );
+                }
+            }
+        }
+        (Some(id), true) => {
+            let bar = super::run::new_bar();
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            let last = loop {
+                let e = client.experiment(id).await.map_err(status_error)?;
+                bar.set_prefix(format!("{} {}", e.id, e.name));
+                if let Some(p) = e.planned {
+                    bar.set_length(p);
+                }
+                bar.set_position(e.done + e.bad);
+                bar.set_message(format!(
+                    "{} · {:.1}/s · ETA {} · bad {}",
+                    e.state,
+                    e.rate_per_s,
+                    fmt_eta(e.eta_s),
+                    e.bad
+                ));
+                if !std::io::stderr().is_terminal() {
+                    eprintln!(
+                        "{} {}: {} {}/{} bad {} {:.1}/s",
+                        e.id,
+                        e.name,
+                        e.state,
+                        e.done,
+                        e.planned.map_or("-".into(), |n| n.to_string()),
+                        e.bad,
+                        e.rate_per_s
+                    );
+                }
+                if e.state.is_final() {
+                    break e;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = super::run::signal() => {
+                        bar.abandon();
+                        return Ok(ExitCode::from(EXIT_OK));
+                    }
+                }
+            };
+            bar.finish();
+            println!(
+                "experiment {} {}: {} done, {} bad{}",
+                last.id,
+                last.state,
+                last.done,
+                last.bad,
+                last.error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+            return Ok(ExitCode::from(exit_for(&last)));
+        }
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `taskdist pause|resume|cancel ID`.
+pub async fn act(args: ActArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let client = args.server.client()?;
+    let e = client.act(args.id, action).await.map_err(status_error)?;
+    println!("experiment {} ({}): {}", e.id, e.name, e.state);
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `taskdist targets`.
+pub async fn targets(args: TargetsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.server.client()?;
+    let action = [
+        ("drain", &args.drain),
+        ("quarantine", &args.quarantine),
+        ("release", &args.release),
+    ]
+    .into_iter()
+    .find_map(|(a, t)| t.as_ref().map(|t| (a, t)));
+    if let Some((action, target)) = action {
+        let t = client
+            .target_action(target, action, args.reason.as_deref())
+            .await
+            .map_err(status_error)?;
+        println!(
+            "{}: {}{}",
+            t.target,
+            t.state,
+            t.hold.map(|h| format!(" ({h})")).unwrap_or_default()
+        );
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    let ts = client.targets().await.map_err(status_error)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&ts)?);
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    println!(
+        "{:<22} {:<12} {:<14} {:<4} {:>9} {:>6}  {:<24} LABELS",
+        "TARGET", "STATE", "GROUP", "DIAL", "COMPLETED", "FAILED", "RUNNING"
+    );
+    for t in ts {
+        let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let running = match (&t.experiment, t.variant) {
+            (Some(e), Some(v)) => format!("{e} #{v}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<22} {:<12} {:<14} {:<4} {:>9} {:>6}  {:<24} {}",
+            t.target,
+            t.state,
+            t.group.chars().take(14).collect::<String>(),
+            t.dialect,
+            t.completed,
+            t.failed,
+            running,
+            labels.join(",")
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `taskdist results ID --out DIR`.
+pub async fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.server.client()?;
+    let files = client
+        .download_results(args.id, &args.out)
+        .await
+        .map_err(status_error)?;
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    eprintln!(
+        "{} files ({} bytes) of experiment {} in {}",
+        files.len(),
+        bytes,
+        args.id,
+        args.out.display()
+    );
+    Ok(ExitCode::from(EXIT_OK))
+}
