@@ -735,11 +735,10 @@ impl Lab {
             })
             .ok_or_else(|| ApiError::Conflict("the service is stopping".into()))?;
         r.map_err(|e| ApiError::NotFound(e.to_string()))?;
-        Ok(self
-            .targets()
+        self.targets()
             .into_iter()
             .find(|t| t.target == key)
-            .ok_or_else(|| ApiError::NotFound(format!("no target {key}")))?)
+            .ok_or_else(|| ApiError::NotFound(format!("no target {key}")))
     }
 
     // -----------------------------------------------------------------------------------------
