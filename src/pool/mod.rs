@@ -521,11 +521,22 @@ impl Pool {
                 "target {target}: not in any group of the pool"
             )));
         }
+        let state = match hold {
+            Hold::Drain => TargetState::Drained,
+            Hold::Quarantine(_) => TargetState::Quarantined,
+        };
         self.shared
             .holds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(target, hold);
+        // A target already out of work shows its new hold at once.
+        let parked = self.shared.board.snapshot().targets.iter().any(|(a, t)| {
+            *a == target && matches!(t.state, TargetState::Drained | TargetState::Quarantined)
+        });
+        if parked {
+            self.shared.board.set_state(target, state);
+        }
         self.shared.changed.notify_waiters();
         Ok(())
     }

@@ -14,11 +14,18 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use taskdist::pool::{PoolConfig, TargetGroup};
+//! use taskdist::pool::{Labels, PoolConfig, TargetGroup};
+//! use taskdist::protocol::Dialect;
 //! use taskdist::service::{Client, Service, ServiceConfig, SubmitRequest};
 //!
 //! let mut pool = PoolConfig::default();
-//! pool.groups.push(TargetGroup::new("lab", ["127.0.0.2"], 3001));
+//! pool.groups.push(TargetGroup {
+//!     name: "lab".into(),
+//!     hosts: vec!["127.0.0.2".into()],
+//!     port: 3001,
+//!     dialect: Dialect::V3,
+//!     labels: Labels::new(),
+//! });
 //! let service = Service::start(ServiceConfig::new("lab-data", pool)).await?;
 //! let client = Client::new(&format!("http://{}", service.local_addr()), service.token())?;
 //! let id = client.submit(&SubmitRequest::catalog("hey")).await?.id;
