@@ -3,8 +3,10 @@
 //! status endpoint under that load. Used by `scripts/bench-service.sh`.
 //!
 //! ```sh
-//! cargo run --release --example service_load -- http://127.0.0.1:7410 TOKEN huge 100000 100
+//! cargo run --release --example service_load -- http://127.0.0.1:7410 TOKEN huge 100000 100 1000
 //! ```
+//! The last argument is each client's pause between two polls in milliseconds (`taskdist status
+//! --watch` polls once a second); 0 polls flat out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +17,11 @@ use taskdist::service::{Client, SubmitRequest};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, token, spec, limit, clients] = args.as_slice() else {
-        eprintln!("usage: service_load SERVER TOKEN SPEC LIMIT CLIENTS");
+    let [server, token, spec, limit, clients, interval] = args.as_slice() else {
+        eprintln!("usage: service_load SERVER TOKEN SPEC LIMIT CLIENTS INTERVAL_MS");
         std::process::exit(2);
     };
+    let interval = Duration::from_millis(interval.parse()?);
     let limit: u64 = limit.parse()?;
     let clients: usize = clients.parse()?;
     let client = Client::new(server, token)?;
@@ -39,6 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let t = Instant::now();
                 if c.experiment(id).await.is_ok() {
                     mine.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
                 }
             }
             lat.lock().unwrap().extend(mine);
@@ -65,11 +71,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(0.0)
     };
     println!(
-        "service: {} variants ({}) in {wall:.2} s wall = {:.0} variants/s; {} status requests from {clients} clients ({:.0}/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "service: {} variants ({}) in {wall:.2} s wall = {:.0} variants/s; {} status requests from {clients} clients, {} ms apart ({:.0}/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         last.done,
         last.state,
         last.done as f64 / wall,
         l.len(),
+        interval.as_millis(),
         l.len() as f64 / wall,
         q(0.5),
         q(0.99),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Whole-run rate through the lab service against `taskdist run`, on the same number of
 # built-in simulated targets, with many clients polling the status endpoint during the
-# service's run; prints the p99 latency of that endpoint. Loopback only.
+# service's runs; prints the p99 latency of that endpoint. Three service runs: no pollers,
+# CLIENTS pollers once a second each (as `taskdist status --watch`), and CLIENTS pollers flat
+# out (saturation). Loopback only.
 #   scripts/bench-service.sh            # N=100000 variants of `huge`, 64 targets, 100 clients
 #   N=20000 TARGETS=16 CLIENTS=10 scripts/bench-service.sh
 set -euo pipefail
@@ -29,9 +31,13 @@ echo "== taskdist serve: the same run submitted over HTTP, $CLIENTS clients poll
 pid=$!
 for _ in $(seq 100); do grep -q "^taskdist service on" "$tmp/serve.log" && break; sleep 0.1; done
 url=$(sed -n 's/^taskdist service on //p' "$tmp/serve.log")
-out=$(target/release/examples/service_load "$url" "$(cat "$tmp/lab/token")" huge "$N" "$CLIENTS")
-echo "$out"
-svc_rate=$(sed -n 's/.*= \([0-9]*\) variants\/s.*/\1/p' <<<"$out")
-printf "service / run: %.0f %%\n" "$(echo "100 * $svc_rate / $run_rate" | bc -l)"
+token=$(cat "$tmp/lab/token")
+for load in "0 1000" "$CLIENTS 1000" "$CLIENTS 0"; do
+    read -r clients interval <<<"$load"
+    out=$(target/release/examples/service_load "$url" "$token" huge "$N" "$clients" "$interval")
+    echo "$out"
+    svc_rate=$(sed -n 's/.*= \([0-9]*\) variants\/s.*/\1/p' <<<"$out")
+    printf "  service / run: %.0f %%\n" "$(echo "100 * $svc_rate / $run_rate" | bc -l)"
+done
 cpu=$(ps -o times= -p "$pid" | tr -d ' ')
-echo "service process CPU time: ${cpu} s (its whole life: start, run, the polls)"
+echo "service process CPU time: ${cpu} s (its whole life: start, three runs, the polls)"

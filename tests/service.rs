@@ -393,3 +393,91 @@ async fn state_survives_a_restart() {
     sim.shutdown().await;
     extra.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_variants_run_again_on_request() {
+    // Both targets of the pool fail every task-set: every variant ends bad.
+    let mut cfg = SimConfig::default();
+    for h in 0..2 {
+        cfg.faults.plans.push(
+            format!("{h}=exit-error@0+")
+                .parse::<taskdist::sim::FaultPlan>()
+                .unwrap(),
+        );
+    }
+    let broken = SimCluster::start(2, Ipv4Addr::new(127, 0, 64, 2), 0, cfg)
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), vec![group("broken", &broken)]);
+    // A variant is bad after attempts x 3 failures; no quarantine in the way.
+    cfg.pool.quarantine_after = 1000;
+    let service = Service::start(cfg).await.unwrap();
+    let client = Client::new(&format!("http://{}", service.local_addr()), service.token()).unwrap();
+    let mut req = SubmitRequest::catalog("hey");
+    req.attempts = Some(2);
+    let id = client.submit(&req).await.unwrap().id;
+    let e = wait_for("the experiment to end", async || {
+        let e = client.experiment(id).await.unwrap();
+        e.state.is_final().then_some(e)
+    })
+    .await;
+    assert_eq!(
+        (e.state, e.done, e.bad),
+        (ExperimentState::Done, 0, 4),
+        "{e:?}"
+    );
+    // Running is refused while it runs; a healthy target joins, the broken ones are drained,
+    // and the bad variants run again.
+    let healthy = sims(1, [127, 0, 65, 2]).await;
+    client
+        .register(&TargetRegistration {
+            address: healthy.addrs()[0].ip(),
+            port: healthy.addrs()[0].port(),
+            dialect: "v3".into(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    for a in broken.addrs() {
+        client
+            .target_action(&a.to_string(), "drain", None)
+            .await
+            .unwrap();
+    }
+    let e = client.act(id, "retry-bad").await.unwrap();
+    assert_eq!(e.state, ExperimentState::Running);
+    assert_eq!(
+        client.act(id, "retry-bad").await.unwrap_err().status(),
+        Some(409)
+    );
+    let e = wait_for("the rerun to end", async || {
+        let e = client.experiment(id).await.unwrap();
+        e.state.is_final().then_some(e)
+    })
+    .await;
+    assert_eq!(
+        (e.state, e.done, e.bad),
+        (ExperimentState::Done, 4, 0),
+        "{e:?}"
+    );
+    // Its directory now has one row per variant, each done.
+    let rows = taskdist::handlers::reader::read_variants(
+        data.path()
+            .join("experiments")
+            .join(id.to_string())
+            .join("variants.csv"),
+    )
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(
+        client.act(id, "retry-bad").await.unwrap_err().status(),
+        Some(409),
+        "nothing bad left"
+    );
+    service.shutdown().await;
+    broken.shutdown().await;
+    healthy.shutdown().await;
+}

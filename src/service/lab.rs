@@ -239,6 +239,7 @@ impl Lab {
         // Keep the spec's text, not a catalog name: a restart runs the same spec even if the
         // catalog changed with a new version.
         let mut stored = req.clone();
+        stored.name = Some(name.clone());
         if stored.spec.is_none() {
             stored.spec = Some(b.workload.source.text());
             stored.catalog = None;
@@ -445,10 +446,9 @@ impl Lab {
             }
             lab.finished(id, result).await;
         });
-        self.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(waiter);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.retain(|w| !w.is_finished());
+        waiters.push(waiter);
         Ok(())
     }
 
