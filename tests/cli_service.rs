@@ -122,7 +122,7 @@ fn client_commands_and_their_errors() {
         .args(["status"])
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("401") && err.contains("TASKDIST_TOKEN"),

@@ -273,7 +273,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn status_error(e: taskdist::service::ClientError) -> anyhow::Error {
     match e.status() {
-        Some(400 | 404 | 409) => usage(e.to_string()),
+        Some(400 | 401 | 404 | 409 | 413) => usage(e.to_string()),
         _ => anyhow::Error::new(e),
     }
 }
