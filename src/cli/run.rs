@@ -363,21 +363,27 @@ fn check_admission(workload: &Workload, origin: &str, groups_v1: bool) -> anyhow
     Ok(())
 }
 
-/// Check every argument; nothing is written here.
-fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
+/// The `--simulate` groups, with at most 250 targets in all.
+pub(crate) fn parse_sim_groups(texts: &[String]) -> anyhow::Result<Vec<SimGroup>> {
     let mut sim_groups = Vec::new();
-    for text in &args.simulate {
+    for text in texts {
         let g: SimGroup = text
             .parse()
             .map_err(|e| usage(format!("--simulate {text}: {e}")))?;
         sim_groups.push(g);
     }
-    let total_sim: usize = sim_groups.iter().map(|g| g.count).sum();
-    if total_sim > 250 {
+    let total: usize = sim_groups.iter().map(|g| g.count).sum();
+    if total > 250 {
         return Err(usage(format!(
-            "--simulate: {total_sim} simulated targets in all; expected 1 to 250"
+            "--simulate: {total} simulated targets in all; expected 1 to 250"
         )));
     }
+    Ok(sim_groups)
+}
+
+/// Check every argument; nothing is written here.
+fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
+    let sim_groups = parse_sim_groups(&args.simulate)?;
     let pool_file = match &args.pool {
         Some(p) => Some(PoolFile::load(p).map_err(|e| usage(e.to_string()))?),
         None => None,

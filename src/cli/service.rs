@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::ProgressStyle;
 use taskdist::discovery::HostPool;
 use taskdist::distributor::{ProbeKind, DEFAULT_PORT};
-use taskdist::pool::{strategy, Labels, PoolConfig, PoolFile, SimGroup, TargetGroup};
+use taskdist::pool::{strategy, Labels, PoolConfig, PoolFile, TargetGroup};
 use taskdist::protocol::{Dialect, SessionConfig};
 use taskdist::service::{
     Client, ExperimentState, ExperimentView, Service, ServiceConfig, SubmitRequest, DEFAULT_LISTEN,
@@ -20,8 +20,8 @@ use taskdist::service::{
 use taskdist::sim::Speed;
 
 use super::run::{
-    parse_attempts, parse_limit, parse_shard, parse_speed, parse_strategy, parse_weight,
-    start_sim_groups,
+    parse_attempts, parse_limit, parse_shard, parse_sim_groups, parse_speed, parse_strategy,
+    parse_weight, start_sim_groups,
 };
 use super::{UsageError, EXIT_BAD, EXIT_OK, EXIT_RUNTIME};
 
@@ -194,19 +194,7 @@ pub struct ResultsArgs {
 
 /// Run `taskdist serve` until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut sim_groups = Vec::new();
-    for text in &args.simulate {
-        let g: SimGroup = text
-            .parse()
-            .map_err(|e| usage(format!("--simulate {text}: {e}")))?;
-        sim_groups.push(g);
-    }
-    let total: usize = sim_groups.iter().map(|g| g.count).sum();
-    if total > 250 {
-        return Err(usage(format!(
-            "--simulate: {total} simulated targets in all; expected 1 to 250"
-        )));
-    }
+    let sim_groups = parse_sim_groups(&args.simulate)?;
     let mut groups: Vec<TargetGroup> = match &args.pool {
         Some(p) => PoolFile::load(p).map_err(|e| usage(e.to_string()))?.groups,
         None => Vec::new(),
