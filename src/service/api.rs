@@ -186,8 +186,15 @@ async fn dashboard() -> impl IntoResponse {
     )
 }
 
-async fn list(State(s): State<AppState>) -> impl IntoResponse {
-    Json(s.lab.experiments())
+/// A JSON answer built at most every `VIEW_TTL` (lab.rs) per key (many clients polling the same
+/// status share one rendering; any state change renders afresh).
+fn json_bytes(bytes: axum::body::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let bytes = s.lab.cached_json(None, || Ok(s.lab.experiments()))?;
+    Ok(json_bytes(bytes))
 }
 
 async fn submit(
@@ -205,11 +212,10 @@ async fn validate(
     Ok(Json(s.lab.validate(&req)?))
 }
 
-async fn one(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.lab.experiment(parse_id(&id)?)?))
+async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let bytes = s.lab.cached_json(Some(id), || s.lab.experiment(id))?;
+    Ok(json_bytes(bytes))
 }
 
 async fn pause(

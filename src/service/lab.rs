@@ -97,8 +97,13 @@ pub(crate) struct Lab {
     events: broadcast::Sender<Arc<str>>,
     stopping: AtomicBool,
     waiters: Mutex<Vec<JoinHandle<()>>>,
+    /// Rendered experiment views (`None`: the list) and when they were rendered.
+    views: Mutex<std::collections::HashMap<Option<u64>, (std::time::Instant, bytes::Bytes)>>,
     _lock: DirLock,
 }
+
+/// How long a rendered experiment view serves polls (a state change renders afresh).
+const VIEW_TTL: Duration = Duration::from_millis(100);
 
 fn now_s() -> f64 {
     SystemTime::now()
@@ -172,6 +177,7 @@ impl Lab {
             events,
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
+            views: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         });
         // Registered targets rejoin; unfinished experiments continue.
@@ -207,7 +213,41 @@ impl Lab {
     }
 
     fn exps(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        // Whoever may change an experiment drops the rendered views.
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.exps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exps_read(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.exps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The JSON of `render()`, rendered at most every [`VIEW_TTL`] for `key`.
+    pub fn cached_json<T: serde::Serialize>(
+        &self,
+        key: Option<u64>,
+        render: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let now = std::time::Instant::now();
+        if let Some((at, b)) = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if now.duration_since(*at) < VIEW_TTL {
+                return Ok(b.clone());
+            }
+        }
+        let value = render()?;
+        let b = bytes::Bytes::from(
+            serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (now, b.clone()));
+        Ok(b)
     }
 
     fn dir_of(&self, id: u64) -> PathBuf {
@@ -494,11 +534,11 @@ impl Lab {
     }
 
     pub fn experiments(&self) -> Vec<ExperimentView> {
-        self.exps().values().map(view).collect()
+        self.exps_read().values().map(view).collect()
     }
 
     pub fn experiment(&self, id: u64) -> Result<ExperimentView, ApiError> {
-        self.exps()
+        self.exps_read()
             .get(&id)
             .map(view)
             .ok_or_else(|| ApiError::NotFound(format!("no experiment {id}")))
