@@ -211,6 +211,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let (clusters, sims) = start_sim_groups(&sim_groups, args.dialect, args.sim_speed).await?;
     groups.extend(sims);
+    let no_targets = groups.is_empty();
     let mut pool = PoolConfig::default();
     pool.groups = groups;
     pool.session = SessionConfig::for_dialect(args.dialect);
@@ -250,6 +251,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "  client: export TASKDIST_SERVER=http://{addr} TASKDIST_TOKEN=$(cat {})",
         args.data.join(TOKEN_FILE).display()
     );
+    if no_targets {
+        eprintln!(
+            "  no targets yet: give HOSTS, --pool or --simulate, or register targets with \
+             POST /api/v1/targets and the enrollment token"
+        );
+    }
     super::run::signal().await;
     eprintln!("stopping: unfinished experiments continue at the next start");
     service.shutdown().await;
