@@ -69,6 +69,8 @@ enum Command {
     Resume(cli::service::ActArgs),
     /// Cancel an experiment of the service (its results so far stay).
     Cancel(cli::service::ActArgs),
+    /// Run the bad variants of a done experiment of the service again.
+    RetryBad(cli::service::ActArgs),
     /// List the service's targets, or drain, quarantine or release one.
     Targets(cli::service::TargetsArgs),
     /// Download an experiment's result files from the service.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
             Command::Pause(args) => cli::service::act(args, "pause").await,
             Command::Resume(args) => cli::service::act(args, "resume").await,
             Command::Cancel(args) => cli::service::act(args, "cancel").await,
+            Command::RetryBad(args) => cli::service::act(args, "retry-bad").await,
             Command::Targets(args) => cli::service::targets(args).await,
             Command::Results(args) => cli::service::results(args).await,
         }

@@ -42,6 +42,59 @@ fn config(data: &std::path::Path, groups: Vec<TargetGroup>) -> ServiceConfig {
     cfg
 }
 
+/// Samples `(name, labels, value)` of an OpenMetrics text, by the official parser (the
+/// Prometheus project's Python client, Debian's python3-prometheus-client).
+fn parse_openmetrics(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let python = "/usr/bin/python3";
+    let probe = std::process::Command::new(python)
+        .args(["-c", "import prometheus_client"])
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        });
+    common::privileged::need(
+        "metrics_parsed_by_the_official_parser",
+        "Debian's python3-prometheus-client",
+        probe,
+    )
+    .expect("the official OpenMetrics parser (apt-get install python3-prometheus-client)");
+    use std::io::Write;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -214,6 +267,10 @@ async fn api_end_to_end() {
     })
     .await;
 
+    // A name that needs escaping in the metrics.
+    let mut odd = SubmitRequest::catalog("hey");
+    odd.name = Some(r#"a"b\c} x{"#.into());
+    let odd = client.submit(&odd).await.unwrap();
     // Metrics parse, and carry the experiment's counts.
     let text = http
         .get(format!("{base}/metrics"))
@@ -224,26 +281,36 @@ async fn api_end_to_end() {
         .text()
         .await
         .unwrap();
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text parses");
-    let sample = scrape
-        .samples
+    let samples = parse_openmetrics(&text);
+    let value = |metric: &str, label: &str, want: &str| {
+        samples
+            .iter()
+            .find(|(m, labels, _)| {
+                m == metric && labels.get(label).map(String::as_str) == Some(want)
+            })
+            .map(|(_, _, v)| *v)
+    };
+    assert_eq!(
+        value(
+            "taskdist_experiment_variants_done_total",
+            "experiment",
+            &first.id.to_string()
+        ),
+        Some(127.0),
+        "{text}"
+    );
+    assert!(samples
         .iter()
-        .find(|s| {
-            s.metric == "taskdist_experiment_variants_done_total"
-                && s.labels.get("experiment") == Some(first.id.to_string().as_str())
+        .any(|(m, _, _)| m == "taskdist_target_tasksets_completed_total"));
+    // The odd name comes back as it was given.
+    let odd_sample = samples
+        .iter()
+        .find(|(m, labels, _)| {
+            m == "taskdist_experiment_variants_done_total"
+                && labels.get("experiment") == Some(&odd.id.to_string())
         })
-        .unwrap_or_else(|| panic!("no done counter of experiment {}:\n{text}", first.id));
-    match sample.value {
-        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => {
-            assert_eq!(v, 127.0)
-        }
-        ref other => panic!("{other:?}"),
-    }
-    assert!(scrape
-        .samples
-        .iter()
-        .any(|s| s.metric == "taskdist_target_tasksets_completed_total"));
+        .unwrap_or_else(|| panic!("the oddly named experiment is missing:\n{text}"));
+    assert_eq!(odd_sample.1["name"], r#"a"b\c} x{"#);
 
     // The event stream starts with the current state and then sends changes.
     let mut resp = http
@@ -291,13 +358,41 @@ async fn api_end_to_end() {
     enroll.deregister(&key).await.unwrap();
     let err = enroll.deregister(&key).await.unwrap_err();
     assert_eq!(err.status(), Some(404));
-    wait_for("the deregistered target closed", async || {
+    wait_for("the deregistered target gone", async || {
         let ts = client.targets().await.unwrap();
-        ts.iter()
-            .any(|t| t.target == key && t.state == "closed")
-            .then_some(())
+        ts.iter().all(|t| t.target != key).then_some(())
     })
     .await;
+    // A registered target nobody answers for is listed (connecting) and can be drained.
+    let down = TargetRegistration {
+        address: "127.0.61.99".parse().unwrap(),
+        port: 9,
+        dialect: "v3".into(),
+        labels: Default::default(),
+    };
+    enroll.register(&down).await.unwrap();
+    let t = client
+        .target_action(&down.key(), "drain", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.hold.as_deref()),
+        ("connecting", Some("drained"))
+    );
+    assert!(client
+        .targets()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.target == down.key()));
+    // A rejected re-registration leaves the registration as it was.
+    let mut worse = down.clone();
+    worse.dialect = "v9".into();
+    assert_eq!(
+        enroll.register(&worse).await.unwrap_err().status(),
+        Some(400)
+    );
+    enroll.deregister(&down.key()).await.unwrap();
     // Bad registrations.
     let mut wrong = reg.clone();
     wrong.dialect = "v9".into();
@@ -315,13 +410,24 @@ async fn api_end_to_end() {
         Some(404)
     );
 
-    // The list holds both experiments; a cancelled one cannot be paused.
+    // The list holds the experiments; a cancelled one cannot be paused or run again.
     let all = client.experiments().await.unwrap();
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     assert_eq!(
         client.act(long.id, "pause").await.unwrap_err().status(),
         Some(409)
     );
+    assert_eq!(
+        client.act(long.id, "retry-bad").await.unwrap_err().status(),
+        Some(409)
+    );
+    // The data directory is its owner's alone (the database holds the tokens).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "data directory mode {mode:o}");
+    }
 
     service.shutdown().await;
     sim.shutdown().await;
@@ -364,6 +470,16 @@ async fn state_survives_a_restart() {
     };
     client.register(&reg).await.unwrap();
     service.shutdown().await;
+    // As after a crash between the last result and the recorded end: the database still says
+    // running, with no counts. The ledger has the truth.
+    {
+        let db = rusqlite::Connection::open(data.path().join("taskdist.db")).unwrap();
+        db.execute(
+            "UPDATE experiments SET state = 'running', done = 0, finished_at = NULL WHERE id = ?1",
+            [done.id as i64],
+        )
+        .unwrap();
+    }
 
     // Same data directory: same token, same experiments and states, the registration kept.
     let service = Service::start(config(data.path(), vec![group("sim", &sim)]))

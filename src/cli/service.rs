@@ -237,16 +237,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!("taskdist service on http://{addr}");
-    eprintln!(
-        "  token: {} (in {})",
-        service.token(),
-        args.data.join(TOKEN_FILE).display()
+    let (token, enroll) = (
+        args.data.join(TOKEN_FILE),
+        args.data.join(taskdist::service::ENROLL_TOKEN_FILE),
     );
-    eprintln!(
-        "  enrollment token for targets: {}",
-        service.enrollment_token()
-    );
-    eprintln!("  dashboard: http://{addr}/#token={}", service.token());
+    if service.first_start() {
+        // Printed once, when made; later starts name the files (logs keep no token).
+        eprintln!("  token: {} (in {})", service.token(), token.display());
+        eprintln!(
+            "  enrollment token for targets: {} (in {})",
+            service.enrollment_token(),
+            enroll.display()
+        );
+        eprintln!("  dashboard: http://{addr}/#token={}", service.token());
+    } else {
+        eprintln!(
+            "  token in {}, enrollment token in {}",
+            token.display(),
+            enroll.display()
+        );
+        eprintln!(
+            "  dashboard: http://{addr}/#token=$(cat {})",
+            token.display()
+        );
+    }
     eprintln!(
         "  client: export TASKDIST_SERVER=http://{addr} TASKDIST_TOKEN=$(cat {})",
         args.data.join(TOKEN_FILE).display()
@@ -310,10 +324,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let client = args.server.client()?;
     if args.dry_run {
-        let v = client
-            .validate(&req)
-            .await
-            .map_err(|e| usage(format!("{}: {e}", args.spec)))?;
+        let v = client.validate(&req).await.map_err(|e| match e.status() {
+            Some(400) => usage(format!("{}: {e}", args.spec)),
+            _ => status_error(e),
+        })?;
         let count = |n: Option<u64>| n.map_or("endless".to_owned(), |n| n.to_string());
         println!(
             "{}: {} variants, {} selected",
@@ -424,7 +438,21 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .progress_chars("=> "),
             );
             let last = loop {
-                let e = client.experiment(id).await.map_err(status_error)?;
+                let e = match client.experiment(id).await {
+                    Ok(e) => e,
+                    // The service may be restarting: keep watching.
+                    Err(e @ taskdist::service::ClientError::Unreachable { .. }) => {
+                        bar.set_message(format!("{e}; retrying"));
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                            _ = super::run::signal() => {
+                                bar.abandon();
+                                return Ok(ExitCode::from(EXIT_OK));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(status_error(e)),
+                };
                 bar.set_prefix(format!("{} {}", e.id, e.name));
                 if let Some(p) = e.planned {
                     bar.set_length(p);
@@ -502,10 +530,10 @@ pub async fn targets(args: TargetsArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(status_error)?;
         println!(
-            "{}: {}{}",
+            "{}: {action} requested; now {}{}",
             t.target,
             t.state,
-            t.hold.map(|h| format!(" ({h})")).unwrap_or_default()
+            t.hold.map(|h| format!(", held: {h}")).unwrap_or_default()
         );
         return Ok(ExitCode::from(EXIT_OK));
     }
@@ -515,20 +543,27 @@ pub async fn targets(args: TargetsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_OK));
     }
     println!(
-        "{:<22} {:<12} {:<14} {:<4} {:>9} {:>6}  {:<24} LABELS",
+        "{:<22} {:<12} {:<26} {:<4} {:>9} {:>6}  {:<24} LABELS",
         "TARGET", "STATE", "GROUP", "DIAL", "COMPLETED", "FAILED", "RUNNING"
     );
     for t in ts {
-        let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = t
+            .labels
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => format!("{k}={s}"),
+                None => format!("{k}={v}"),
+            })
+            .collect();
         let running = match (&t.experiment, t.variant) {
             (Some(e), Some(v)) => format!("{e} #{v}"),
             _ => "-".into(),
         };
         println!(
-            "{:<22} {:<12} {:<14} {:<4} {:>9} {:>6}  {:<24} {}",
+            "{:<22} {:<12} {:<26} {:<4} {:>9} {:>6}  {:<24} {}",
             t.target,
             t.state,
-            t.group.chars().take(14).collect::<String>(),
+            t.group,
             t.dialect,
             t.completed,
             t.failed,
@@ -542,6 +577,17 @@ pub async fn targets(args: TargetsArgs) -> anyhow::Result<ExitCode> {
 /// `taskdist results ID --out DIR`.
 pub async fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.client()?;
+    let state = client
+        .experiment(args.id)
+        .await
+        .map_err(status_error)?
+        .state;
+    if !state.is_final() {
+        eprintln!(
+            "experiment {} is {state}: its files are a snapshot of the results so far",
+            args.id
+        );
+    }
     let files = client
         .download_results(args.id, &args.out)
         .await

@@ -220,6 +220,11 @@ impl Metrics {
         *self.planned.lock().unwrap_or_else(|p| p.into_inner()) = planned;
     }
 
+    /// Forget a target that left the pool for good.
+    pub(crate) fn forget(&self, addr: SocketAddr) {
+        self.targets().remove(&addr);
+    }
+
     pub(crate) fn set_state(&self, addr: SocketAddr, state: TargetState) {
         let mut targets = self.targets();
         let t = targets.entry(addr).or_insert_with(|| TargetStats {

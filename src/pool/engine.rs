@@ -85,7 +85,7 @@ pub(crate) enum Ctl {
     Watch(Arc<GroupRt>),
     /// Stop probing a removed group.
     Unwatch(String),
-    /// A held target may work again: check it.
+    /// A held or automatically quarantined target may work again: check it.
     Release(SocketAddr),
 }
 
@@ -247,6 +247,8 @@ pub(crate) async fn run_pool(
     // Targets out of work by their owner's request, leased from their monitor until released.
     let mut parked: HashSet<SocketAddr> = HashSet::new();
     let mut side: JoinSet<()> = JoinSet::new();
+    // Automatic quarantines in progress; cancelling one ends its hold early.
+    let mut held_out: HashMap<SocketAddr, CancellationToken> = HashMap::new();
     let monitor_of = |addr: SocketAddr,
                       added: &HashMap<String, (MonitorHandle, CancellationToken)>|
      -> Option<MonitorHandle> {
@@ -292,7 +294,20 @@ pub(crate) async fn run_pool(
                     if let Some((_, cancel)) = added.remove(&name) {
                         cancel.cancel();
                     }
-                    parked.retain(|a| shared.group_of(*a).is_some());
+                    // Targets of the removed group that are not at work leave the books now;
+                    // working ones when their worker ends.
+                    let gone: Vec<SocketAddr> = shared
+                        .board
+                        .snapshot()
+                        .targets
+                        .iter()
+                        .map(|(a, _)| *a)
+                        .filter(|a| shared.group_of(*a).is_none() && !active.contains(a))
+                        .collect();
+                    for a in gone {
+                        parked.remove(&a);
+                        shared.board.forget(a);
+                    }
                 }
                 Ctl::Release(addr) => {
                     if parked.remove(&addr) {
@@ -300,6 +315,8 @@ pub(crate) async fn run_pool(
                             shared.board.set_state(addr, TargetState::Backoff);
                             m.report_failed(addr);
                         }
+                    } else if let Some(t) = held_out.remove(&addr) {
+                        t.cancel();
                     }
                 }
             },
@@ -310,8 +327,8 @@ pub(crate) async fn run_pool(
                 };
                 active.remove(&addr);
                 if shared.group_of(addr).is_none() {
-                    // Deregistered: forgotten by the pool.
-                    shared.board.set_state(addr, TargetState::Closed);
+                    // Its group was removed: forgotten by the pool.
+                    shared.board.forget(addr);
                     continue;
                 }
                 if shared.hold_of(addr).is_some() {
@@ -323,8 +340,13 @@ pub(crate) async fn run_pool(
                     let quarantine = consecutive >= shared.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
                     shared.board.set_state(addr, state);
+                    held_out.retain(|_, t| !t.is_cancelled());
+                    let early = CancellationToken::new();
+                    if quarantine {
+                        held_out.insert(addr, early.clone());
+                    }
                     if let Some(m) = monitor_of(addr, &added) {
-                        side.spawn(return_to_pool(shared.clone(), m, addr, suspect, quarantine));
+                        side.spawn(return_to_pool(shared.clone(), m, addr, suspect, quarantine, early));
                     }
                 }
             }
@@ -355,6 +377,7 @@ async fn return_to_pool(
     addr: SocketAddr,
     suspect: bool,
     quarantine: bool,
+    early: CancellationToken,
 ) {
     if let (Some(cmd), true) = (&shared.cfg.recovery_cmd, suspect) {
         // A recovered target may have rebooted: its binaries count as unsent.
@@ -365,8 +388,10 @@ async fn return_to_pool(
         tracing::warn!(%addr, hold_s = shared.cfg.quarantine_for.as_secs(), "target quarantined after repeated faults");
         tokio::select! {
             _ = tokio::time::sleep(shared.cfg.quarantine_for) => {}
+            _ = early.cancelled() => tracing::info!(%addr, "quarantine ended by request"),
             _ = shared.cancel.cancelled() => return,
         }
+        early.cancel();
     }
     monitor.report_failed(addr);
 }

@@ -498,8 +498,9 @@ impl Pool {
         Ok(())
     }
 
-    /// End a drain or quarantine: the target is checked and takes work again once it
-    /// answers. Returns whether it was held.
+    /// End a drain or a quarantine (one asked for, or one the pool imposed after repeated
+    /// faults): the target is checked and takes work again once it answers. Returns whether
+    /// it was held.
     pub fn release(&self, target: SocketAddr) -> bool {
         let was = self
             .shared
@@ -508,11 +509,24 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&target)
             .is_some();
-        if was {
+        let auto = self
+            .shared
+            .board
+            .snapshot()
+            .targets
+            .iter()
+            .any(|(a, t)| *a == target && t.state == TargetState::Quarantined);
+        if was || auto {
             let _ = self.shared.ctl.send(Ctl::Release(target));
             self.shared.changed.notify_waiters();
         }
-        was
+        was || auto
+    }
+
+    /// Why the target takes no work by request (`drained`, `quarantined: REASON`), if it does
+    /// not.
+    pub fn hold_of(&self, target: SocketAddr) -> Option<String> {
+        self.shared.hold_of(target).map(|h| h.to_string())
     }
 
     fn hold(&self, target: SocketAddr, hold: Hold) -> Result<(), DistributorError> {

@@ -363,40 +363,31 @@ async fn events(State(s): State<AppState>) -> Result<Response, ApiError> {
         )));
     };
     let rx = s.lab.subscribe();
-    let mut first = String::new();
-    for e in s.lab.experiments() {
-        if let Ok(j) = serde_json::to_string(&e) {
-            first.push_str(&format!("event: experiment\ndata: {j}\n\n"));
-        }
-    }
-    for t in s.lab.targets() {
-        if let Ok(j) = serde_json::to_string(&t) {
-            first.push_str(&format!("event: target\ndata: {j}\n\n"));
-        }
-    }
+    let first = s.lab.state_frames();
     let initial = futures::stream::once(async move {
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(first))
     });
     let stop = s.stop.clone();
+    let lab = s.lab.clone();
     let updates = futures::stream::unfold((rx, permit), move |(mut rx, permit)| {
         let stop = stop.clone();
+        let lab = lab.clone();
         async move {
-            loop {
-                let keepalive = tokio::time::sleep(std::time::Duration::from_secs(15));
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    r = rx.recv() => match r {
-                        Ok(frame) => {
-                            return Some((Ok(axum::body::Bytes::from(frame.as_bytes().to_vec())), (rx, permit)));
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = keepalive => {
-                        return Some((Ok(axum::body::Bytes::from_static(b": keep-alive\n\n")), (rx, permit)));
+            let keepalive = tokio::time::sleep(std::time::Duration::from_secs(15));
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = rx.recv() => match r {
+                    Ok(frame) => axum::body::Bytes::from(frame.as_bytes().to_vec()),
+                    // Too slow to keep up: frames were dropped, so send the whole current
+                    // state (the latest of everything) instead.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        axum::body::Bytes::from(lab.state_frames())
                     }
-                }
-            }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = keepalive => axum::body::Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok(frame), (rx, permit)))
         }
     });
     use futures::StreamExt;

@@ -50,6 +50,9 @@ impl ClientError {
     }
 }
 
+/// Longest wait for an answer (and, in a download, for each chunk).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A result file of an experiment.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
 pub struct ResultFile {
@@ -97,12 +100,23 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_with(method, path, body, Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    /// `timeout` bounds the whole exchange; downloads bound each chunk instead.
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .timeout(std::time::Duration::from_secs(60));
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -246,10 +260,23 @@ impl Client {
             .await
             .map_err(|e| io(out, e))?;
         for f in &files {
+            // A plain file name, as the service lists them: nothing that leaves `out`.
+            let plain = !f.name.is_empty()
+                && !f.name.starts_with('.')
+                && f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !plain {
+                return Err(ClientError::Status {
+                    status: 502,
+                    message: format!("the service listed a result file named {:?}", f.name),
+                });
+            }
             let mut resp = self
-                .send(
+                .send_with(
                     Method::GET,
                     &format!("/api/v1/experiments/{id}/results/{}", f.name),
+                    None,
                     None,
                 )
                 .await?;
@@ -258,10 +285,24 @@ impl Client {
             let mut file = tokio::fs::File::create(&part)
                 .await
                 .map_err(|e| io(&part, e))?;
-            while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                message: format!("download of {}: {e}", f.name),
-            })? {
+            loop {
+                let next = tokio::time::timeout(REQUEST_TIMEOUT, resp.chunk())
+                    .await
+                    .map_err(|_| ClientError::Unreachable {
+                        url: self.base.clone(),
+                        message: format!(
+                            "download of {}: nothing received for {} s",
+                            f.name,
+                            REQUEST_TIMEOUT.as_secs()
+                        ),
+                    })?;
+                let Some(chunk) = next.map_err(|e| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    message: format!("download of {}: {e}", f.name),
+                })?
+                else {
+                    break;
+                };
                 file.write_all(&chunk).await.map_err(|e| io(&part, e))?;
             }
             file.flush().await.map_err(|e| io(&part, e))?;

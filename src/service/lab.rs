@@ -1,6 +1,7 @@
 //! The service's core: the pool, the experiments on it and their durable state.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,9 @@ use taskdist_tasksets::{AdmissionControl, Spec, SpecError};
 
 /// Prefix of the group of a registered target.
 pub(crate) const REGISTERED: &str = "registered/";
+
+/// Most targets registered at once (each is probed and listed).
+const MAX_REGISTERED: usize = 4096;
 
 /// An error of a request, with its HTTP status.
 #[derive(Debug)]
@@ -82,6 +86,8 @@ struct Entry {
     planned: Option<u64>,
     control: Option<ExperimentControl>,
     metrics: Option<Arc<Metrics>>,
+    /// Outcomes in its ledger when the current run started (done, bad).
+    base: (u64, u64),
     cancel_requested: bool,
 }
 
@@ -92,7 +98,12 @@ pub(crate) struct Lab {
     kinds: Vec<HandlerKind>,
     token: String,
     enroll: String,
+    first_start: bool,
     exps: Mutex<BTreeMap<u64, Entry>>,
+    /// Orders state changes of experiments (their database writes included).
+    transitions: tokio::sync::Mutex<()>,
+    /// Bumped whenever rendered views are dropped.
+    views_gen: std::sync::atomic::AtomicU64,
     registered: Mutex<BTreeMap<String, TargetRegistration>>,
     events: broadcast::Sender<Arc<str>>,
     stopping: AtomicBool,
@@ -155,10 +166,17 @@ impl Lab {
         };
         std::fs::create_dir_all(data.join("experiments"))
             .map_err(|e| data_err(format!("cannot create it: {e}")))?;
+        // The database holds the tokens: the directory is its owner's alone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| data_err(format!("cannot make it private (mode 0700): {e}")))?;
+        }
         let (lock, _) = DirLock::acquire(&data).map_err(|e| data_err(e.to_string()))?;
         let store = Arc::new(Store::open(&data)?);
-        let token = store.token("admin", new_token)?;
-        let enroll = store.token("enroll", new_token)?;
+        let (token, created) = store.token("admin", new_token)?;
+        let (enroll, _) = store.token("enroll", new_token)?;
         for (file, t) in [(TOKEN_FILE, &token), (ENROLL_TOKEN_FILE, &enroll)] {
             write_private(&data.join(file), t)
                 .map_err(|e| data_err(format!("cannot write {file}: {e}")))?;
@@ -172,12 +190,15 @@ impl Lab {
             kinds: cfg.handlers.clone(),
             token,
             enroll,
+            first_start: created,
             exps: Mutex::new(BTreeMap::new()),
             registered: Mutex::new(BTreeMap::new()),
             events,
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             views: Mutex::new(std::collections::HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
+            views_gen: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         });
         // Registered targets rejoin; unfinished experiments continue.
@@ -196,12 +217,33 @@ impl Lab {
         &self.token
     }
 
+    /// Whether this start created the data directory's tokens.
+    pub fn first_start(&self) -> bool {
+        self.first_start
+    }
+
     pub fn enroll_token(&self) -> &str {
         &self.enroll
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.events.subscribe()
+    }
+
+    /// The current state of every experiment and target as event-stream frames.
+    pub fn state_frames(&self) -> String {
+        let mut out = String::new();
+        for e in self.experiments() {
+            if let Ok(j) = serde_json::to_string(&e) {
+                out.push_str(&format!("event: experiment\ndata: {j}\n\n"));
+            }
+        }
+        for t in self.targets() {
+            if let Ok(j) = serde_json::to_string(&t) {
+                out.push_str(&format!("event: target\ndata: {j}\n\n"));
+            }
+        }
+        out
     }
 
     fn with_pool<R>(&self, f: impl FnOnce(&Pool) -> R) -> Option<R> {
@@ -214,6 +256,7 @@ impl Lab {
 
     fn exps(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         // Whoever may change an experiment drops the rendered views.
+        self.views_gen.fetch_add(1, Ordering::SeqCst);
         self.views.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.exps.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -239,14 +282,16 @@ impl Lab {
                 return Ok(b.clone());
             }
         }
+        let gen = self.views_gen.load(Ordering::SeqCst);
         let value = render()?;
         let b = bytes::Bytes::from(
             serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
         );
-        self.views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (now, b.clone()));
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept only if nothing changed while it was rendered.
+        if self.views_gen.load(Ordering::SeqCst) == gen {
+            views.insert(key, (std::time::Instant::now(), b.clone()));
+        }
         Ok(b)
     }
 
@@ -291,7 +336,7 @@ impl Lab {
             Ok(store.insert_experiment(&n, &r, ExperimentState::Running, created_at)?)
         })
         .await?;
-        let row = ExperimentRow {
+        let mut row = ExperimentRow {
             id,
             name: name.clone(),
             request: stored,
@@ -305,12 +350,16 @@ impl Lab {
         let path = self.dir_of(id);
         let (workload, selection) = (b.workload.clone(), b.selection);
         let dir = blocking(move || {
-            ResultDir::create(&path, &workload, selection)
-                .map_err(|e| ApiError::Internal(e.to_string()))
+            ResultDir::create(&path, &workload, selection).map_err(|e| {
+                ApiError::Internal(format!(
+                    "cannot create the experiment's result directory {}: {e}",
+                    path.display()
+                ))
+            })
         })
         .await;
         let started = match dir {
-            Ok(dir) => self.launch(row, b, dir, false),
+            Ok(dir) => self.launch(row.clone(), b, dir, false),
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -321,10 +370,16 @@ impl Lab {
                 | ApiError::Internal(message) => message.clone(),
             };
             let store = self.store.clone();
+            let m = msg.clone();
             let _ = blocking(move || {
-                Ok(store.set_state(id, ExperimentState::Failed, Some(&msg), now_s())?)
+                Ok(store.set_state(id, ExperimentState::Failed, Some(&m), now_s())?)
             })
             .await;
+            // Listed as failed, with its reason, as after a restart.
+            row.state = ExperimentState::Failed;
+            row.error = Some(msg);
+            row.finished_at = Some(now_s());
+            self.insert_entry(row, None, planned, None);
             return Err(e);
         }
         tracing::info!(id, name = %name, "experiment submitted");
@@ -364,14 +419,21 @@ impl Lab {
         let paused = row.state == ExperimentState::Paused;
         let result = match dir {
             Ok(dir) if dir.is_resumed() && dir.first_missing().is_none() => {
-                // Every variant had its outcome when the service stopped.
+                // Every variant had its outcome when the service stopped: the ledger has the
+                // counts.
+                let (done, bad) = (dir.outcomes().done.count(), dir.outcomes().bad.count());
                 let store = self.store.clone();
+                let now = now_s();
                 let _ = blocking(move || {
-                    Ok(store.set_state(id, ExperimentState::Done, None, now_s())?)
+                    store.set_counts(id, done, bad)?;
+                    Ok(store.set_state(id, ExperimentState::Done, None, now)?)
                 })
                 .await;
                 let mut row = row;
                 row.state = ExperimentState::Done;
+                row.done = done;
+                row.bad = bad;
+                row.finished_at = Some(now);
                 let planned = b.selection.planned(b.workload.source.variant_count());
                 self.insert_entry(row, Some(&b), planned, None);
                 return;
@@ -412,6 +474,7 @@ impl Lab {
             planned,
             control: None,
             metrics,
+            base: (0, 0),
             cancel_requested: false,
             row,
         };
@@ -448,6 +511,7 @@ impl Lab {
         dir.keep();
         let control = handle.control();
         let metrics = handle.metrics_handle();
+        let base = (dir.outcomes().done.count(), dir.outcomes().bad.count());
         {
             let mut exps = self.exps();
             let mut row = row;
@@ -468,6 +532,7 @@ impl Lab {
                     planned,
                     control: Some(control),
                     metrics: Some(metrics.clone()),
+                    base,
                     cancel_requested: false,
                     row,
                 },
@@ -498,12 +563,9 @@ impl Lab {
         id: u64,
         result: Result<taskdist_handlers::RunSummary, crate::DistributorError>,
     ) {
+        let _order = self.transitions.lock().await;
         let cancelled = self.exps().get(&id).is_some_and(|e| e.cancel_requested);
-        let counts = self
-            .exps()
-            .get(&id)
-            .and_then(|e| e.metrics.as_ref().map(|m| m.snapshot()))
-            .map_or((0, 0), |s| (s.already_done + s.done, s.bad));
+        let counts = self.exps().get(&id).map_or((0, 0), counts);
         let (state, error) = match result {
             Ok(s) if !s.interrupted => (ExperimentState::Done, None),
             Ok(_) if cancelled => (ExperimentState::Cancelled, None),
@@ -546,6 +608,7 @@ impl Lab {
 
     /// Pause, resume or cancel.
     pub async fn control(&self, id: u64, action: &str) -> Result<ExperimentView, ApiError> {
+        let order = self.transitions.lock().await;
         let new_state = {
             let mut exps = self.exps();
             let e = exps
@@ -584,7 +647,10 @@ impl Lab {
         if let Some(state) = new_state {
             let store = self.store.clone();
             blocking(move || Ok(store.set_state(id, state, None, now_s())?)).await?;
+            drop(order);
         } else {
+            // The end is recorded by `finished`, which waits for this lock.
+            drop(order);
             // Wait (briefly) for the cancellation to be recorded.
             for _ in 0..100 {
                 if self.experiment(id)?.state.is_final() {
@@ -598,15 +664,21 @@ impl Lab {
 
     /// Run the bad variants of an ended experiment again.
     pub async fn retry_bad(self: &Arc<Self>, id: u64) -> Result<ExperimentView, ApiError> {
+        let _order = self.transitions.lock().await;
         let row = {
             let exps = self.exps();
             let e = exps
                 .get(&id)
                 .ok_or_else(|| ApiError::NotFound(format!("no experiment {id}")))?;
-            if !e.row.state.is_final() {
+            if e.row.state != ExperimentState::Done {
                 return Err(ApiError::Conflict(format!(
-                    "experiment {id} is {}; bad variants run again once it has ended",
+                    "experiment {id} is {}; bad variants run again once it is done",
                     e.row.state
+                )));
+            }
+            if counts(e).1 == 0 {
+                return Err(ApiError::Conflict(format!(
+                    "experiment {id} has no bad variant to run again"
                 )));
             }
             e.row.clone()
@@ -615,15 +687,16 @@ impl Lab {
         let path = self.dir_of(id);
         let (workload, selection) = (b.workload.clone(), b.selection);
         let dir = blocking(move || {
-            ResultDir::resume(&path, &workload, selection, ResumeOptions::retry_bad())
-                .map_err(|e| ApiError::Internal(e.to_string()))
+            ResultDir::resume(&path, &workload, selection, ResumeOptions::retry_bad()).map_err(
+                |e| match e {
+                    crate::ResultDirError::Locked { .. } => {
+                        ApiError::Conflict(format!("experiment {id} is being run again already"))
+                    }
+                    e => ApiError::Internal(e.to_string()),
+                },
+            )
         })
         .await?;
-        if dir.first_missing().is_none() {
-            return Err(ApiError::Conflict(format!(
-                "experiment {id} has no bad variant to run again"
-            )));
-        }
         let store = self.store.clone();
         blocking(move || Ok(store.set_state(id, ExperimentState::Running, None, now_s())?)).await?;
         self.launch(row, b, dir, false)?;
@@ -663,14 +736,24 @@ impl Lab {
     // -----------------------------------------------------------------------------------------
     // Targets
 
+    /// The pool's targets, and registered ones its probes have not reached yet.
     pub fn targets(&self) -> Vec<TargetView> {
         let Some(snap) = self.with_pool(Pool::snapshot) else {
             return Vec::new();
         };
-        targets_view(&snap)
+        let mut out = targets_view(&snap);
+        let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, reg) in registered.iter() {
+            if !out.iter().any(|t| &t.target == key) {
+                let hold = self.with_pool(|p| p.hold_of(SocketAddr::new(reg.address, reg.port)));
+                out.push(pending_view(reg, hold.flatten()));
+            }
+        }
+        out
     }
 
-    fn add_registered(&self, reg: &TargetRegistration) -> Result<(), ApiError> {
+    /// A registration checked and turned into its pool group.
+    fn registered_group(reg: &TargetRegistration) -> Result<TargetGroup, ApiError> {
         let dialect: Dialect = reg.dialect.parse().map_err(|_| {
             ApiError::bad(format!("dialect {:?}: expected v1, v2 or v3", reg.dialect))
         })?;
@@ -682,13 +765,18 @@ impl Lab {
         let labels =
             Labels::from_toml(&table).map_err(|e| ApiError::bad(format!("labels: {e}")))?;
         let key = reg.key();
-        let group = TargetGroup {
+        Ok(TargetGroup {
             name: format!("{REGISTERED}{key}"),
-            hosts: vec![key.clone()],
+            hosts: vec![key],
             port: reg.port,
             dialect,
             labels,
-        };
+        })
+    }
+
+    fn add_registered(&self, reg: &TargetRegistration) -> Result<(), ApiError> {
+        let group = Self::registered_group(reg)?;
+        let key = reg.key();
         self.with_pool(|p| p.add_group(group))
             .ok_or_else(|| ApiError::Conflict("the service is stopping".into()))?
             .map_err(|e| ApiError::Conflict(e.to_string()))?;
@@ -700,13 +788,25 @@ impl Lab {
     }
 
     pub async fn register(&self, reg: TargetRegistration) -> Result<TargetView, ApiError> {
-        if reg.address.is_unspecified() || reg.address.is_multicast() || reg.port == 0 {
+        let broadcast = matches!(reg.address, std::net::IpAddr::V4(a) if a.is_broadcast());
+        if reg.address.is_unspecified() || reg.address.is_multicast() || broadcast || reg.port == 0
+        {
             return Err(ApiError::bad(format!(
                 "address {}: expected a unicast address and a port from 1 to 65535",
                 reg.key()
             )));
         }
+        // Check it all before touching a registration it replaces.
+        Self::registered_group(&reg)?;
         let key = reg.key();
+        {
+            let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            if registered.len() >= MAX_REGISTERED && !registered.contains_key(&key) {
+                return Err(ApiError::Conflict(format!(
+                    "{MAX_REGISTERED} targets are registered; deregister one first"
+                )));
+            }
+        }
         // A new registration of the same address replaces the old one.
         if self
             .registered
@@ -729,7 +829,7 @@ impl Lab {
             .targets()
             .into_iter()
             .find(|t| t.target == key)
-            .unwrap_or_else(|| pending_view(&reg)))
+            .unwrap_or_else(|| pending_view(&reg, None)))
     }
 
     pub async fn deregister(&self, key: &str) -> Result<(), ApiError> {
@@ -774,7 +874,7 @@ impl Lab {
                 _ => Ok(()),
             })
             .ok_or_else(|| ApiError::Conflict("the service is stopping".into()))?;
-        r.map_err(|e| ApiError::NotFound(e.to_string()))?;
+        r.map_err(|_| ApiError::NotFound(format!("no target {key} in the pool")))?;
         self.targets()
             .into_iter()
             .find(|t| t.target == key)
@@ -795,7 +895,6 @@ impl Lab {
                 _ = stop.cancelled() => return,
             }
             if self.events.receiver_count() == 0 {
-                last.clear();
                 continue;
             }
             let mut frames = Vec::new();
@@ -813,6 +912,8 @@ impl Lab {
                     serde_json::to_string(&t),
                 ));
             }
+            // What no longer exists is forgotten.
+            last.retain(|k, _| frames.iter().any(|(f, _, _)| f == k));
             for (key, kind, json) in frames {
                 let Ok(json) = json else { continue };
                 if last.get(&key) == Some(&json) {
@@ -950,12 +1051,22 @@ fn spec_error(e: SpecError) -> ApiError {
     }
 }
 
+/// Outcomes (done, bad) of an experiment over all its runs.
+fn counts(e: &Entry) -> (u64, u64) {
+    match &e.metrics {
+        Some(m) => {
+            let s = m.snapshot();
+            (e.base.0 + s.done, e.base.1 + s.bad)
+        }
+        None => (e.row.done, e.row.bad),
+    }
+}
+
 fn view(e: &Entry) -> ExperimentView {
     let snap = e.metrics.as_ref().map(|m| m.snapshot());
-    let (done, bad, queued, running, rate, targets) = match &snap {
+    let (done, bad) = counts(e);
+    let (queued, running, rate, targets) = match &snap {
         Some(s) => (
-            s.already_done + s.done,
-            s.bad,
             s.queued,
             s.running,
             s.rate_per_s,
@@ -969,11 +1080,12 @@ fn view(e: &Entry) -> ExperimentView {
                 })
                 .collect(),
         ),
-        None => (e.row.done, e.row.bad, 0, 0, 0.0, Vec::new()),
+        None => (0, 0, 0.0, Vec::new()),
     };
     let running_now = matches!(e.row.state, ExperimentState::Running);
     let left = e.planned.map(|p| p.saturating_sub(done + bad));
     let eta_s = match left {
+        _ if e.row.state.is_final() => None,
         Some(0) => Some(0.0),
         Some(n) if running_now && rate > 0.0 => Some(n as f64 / rate),
         _ => None,
@@ -1029,12 +1141,12 @@ fn targets_view(snap: &PoolSnapshot) -> Vec<TargetView> {
 }
 
 /// A registered target not yet seen by the pool's probes.
-fn pending_view(reg: &TargetRegistration) -> TargetView {
+fn pending_view(reg: &TargetRegistration, hold: Option<String>) -> TargetView {
     TargetView {
         target: reg.key(),
         group: format!("{REGISTERED}{}", reg.key()),
         state: "connecting".into(),
-        hold: None,
+        hold,
         registered: true,
         dialect: reg.dialect.clone(),
         labels: reg

@@ -12,6 +12,20 @@ use super::{ExperimentView, TargetView};
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A label value escaped as the text format requires (the crate writes values as given).
+fn esc(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The text of one scrape.
 pub(crate) fn render(
     exps: &[ExperimentView],
@@ -26,7 +40,7 @@ pub(crate) fn render(
     let rate = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let state = Family::<Labels, Gauge>::default();
     for e in exps {
-        let l: Labels = vec![("experiment", e.id.to_string()), ("name", e.name.clone())];
+        let l: Labels = vec![("experiment", e.id.to_string()), ("name", esc(&e.name))];
         done.get_or_create(&l).inc_by(e.done);
         bad.get_or_create(&l).inc_by(e.bad);
         if let Some(p) = e.planned {
@@ -80,12 +94,12 @@ pub(crate) fn render(
     let busy = Family::<Labels, Counter<f64, AtomicU64>>::default();
     let tstate = Family::<Labels, Gauge>::default();
     for t in targets {
-        let l: Labels = vec![("target", t.target.clone()), ("group", t.group.clone())];
+        let l: Labels = vec![("target", esc(&t.target)), ("group", esc(&t.group))];
         completed.get_or_create(&l).inc_by(t.completed);
         failed.get_or_create(&l).inc_by(t.failed);
         busy.get_or_create(&l).inc_by(t.busy_s);
         let mut ls = l.clone();
-        ls.push(("state", t.state.clone()));
+        ls.push(("state", esc(&t.state)));
         tstate.get_or_create(&ls).set(1);
     }
     reg.register(
@@ -107,4 +121,16 @@ pub(crate) fn render(
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("x\ny"), "x\\ny");
+        assert_eq!(esc("plain"), "plain");
+    }
 }

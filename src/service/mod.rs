@@ -391,7 +391,7 @@ impl Service {
     /// start the pool, continue every unfinished experiment and listen. Must be called
     /// within a tokio runtime.
     pub async fn start(cfg: ServiceConfig) -> Result<Service, ServiceError> {
-        let lab = lab::Lab::open(&cfg).await?;
+        // The address first: a port in use stops the start before anything else happens.
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| ServiceError::Listen {
@@ -402,6 +402,7 @@ impl Service {
             addr: cfg.listen,
             message: e.to_string(),
         })?;
+        let lab = lab::Lab::open(&cfg).await?;
         let stop = CancellationToken::new();
         let app = api::router(lab.clone(), cfg.body_limit, stop.clone());
         let stopped = stop.clone();
@@ -434,6 +435,11 @@ impl Service {
     /// The bearer token of every request.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Whether this start created the data directory (and its tokens).
+    pub fn first_start(&self) -> bool {
+        self.lab.first_start()
     }
 
     /// The token with which targets register.

@@ -83,8 +83,12 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The token of `kind`, created with `make` on first use.
-    pub fn token(&self, kind: &str, make: impl FnOnce() -> String) -> Result<String, ServiceError> {
+    /// The token of `kind`, created with `make` on first use; and whether it was created.
+    pub fn token(
+        &self,
+        kind: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<(String, bool), ServiceError> {
         let conn = self.conn();
         let found: Option<String> = conn
             .query_row("SELECT token FROM tokens WHERE kind = ?1", [kind], |r| {
@@ -93,7 +97,7 @@ impl Store {
             .optional()
             .map_err(db_err)?;
         if let Some(t) = found {
-            return Ok(t);
+            return Ok((t, false));
         }
         let t = make();
         conn.execute(
@@ -101,7 +105,7 @@ impl Store {
             params![kind, t],
         )
         .map_err(db_err)?;
-        Ok(t)
+        Ok((t, true))
     }
 
     /// Store a new experiment; returns its id.
