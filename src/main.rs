@@ -56,6 +56,15 @@ enum Command {
     Discover(cli::discover::DiscoverArgs),
     /// Run simulated targets on 127.0.0.x that speak the target protocol.
     Sim(cli::sim::SimArgs),
+    /// Write an HTML report (or SVG charts) of a result directory: overview, schedulability,
+    /// response times, deadline misses and Gantt charts.
+    #[command(after_help = "Examples:\n  \
+        taskdist report results --out report.html\n  \
+        taskdist report results --variant 3 --variant 7 --by tasks\n  \
+        taskdist report results --format svg --out charts")]
+    Report(cli::report::ReportArgs),
+    /// Print one variant of a result directory: its task-set and its jobs, as tables.
+    Show(cli::report::ShowArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,8 @@ fn main() -> ExitCode {
             Command::List(args) => cli::list::run(args).await,
             Command::Discover(args) => cli::discover::run(args).await,
             Command::Sim(args) => cli::sim::run(args).await,
+            Command::Report(args) => cli::report::run(args).await,
+            Command::Show(args) => cli::report::show(args).await,
         }
     });
     match result {
