@@ -577,9 +577,9 @@ pub fn render_html(a: &Analysis) -> String {
         let _ = write!(o, "<h3>Variant {} ({})</h3>", g.row.variant, esc(&g.why));
         o.push_str(&chart(&format!("chart-gantt-{}", g.row.variant)));
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<p>Written by taskdist {}.</p></body></html>\n",
+        "<p>Written by taskdist {}.</p></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     o

@@ -61,7 +61,7 @@ const B: f64 = 50.0;
 
 /// About `n` round tick values covering `lo..=hi`.
 pub(crate) fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / n as f64;
