@@ -467,6 +467,10 @@ fn bad_input_exits_with_2_and_names_it() {
         "variant 12345 is not in the results",
     );
     check(report(run_dir(), &out, &["--by", "colour"]), "--by colour");
+    check(
+        report(run_dir(), &out, &["--bin-width", "0"]),
+        "--bin-width 0",
+    );
     let o = taskdist()
         .arg("show")
         .arg(run_dir())

@@ -65,10 +65,22 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         bin_width: args.bin_width,
         ..ReportOptions::default()
     };
-    let dir = args.dir.clone();
-    let analysis = tokio::task::spawn_blocking(move || report::analyse(&dir, &opts))
+    // Reading, rendering and writing are blocking work: off the async workers.
+    tokio::task::spawn_blocking(move || write_report(&args, &opts))
         .await
         .context("report task failed")??;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn write_report(args: &ReportArgs, opts: &ReportOptions) -> anyhow::Result<()> {
+    if args.format == ReportFormat::Svg && args.out.exists() && !args.out.is_dir() {
+        return Err(UsageError(format!(
+            "--out {}: exists and is not a directory; --format svg writes one file per chart into a directory",
+            args.out.display()
+        ))
+        .into());
+    }
+    let analysis = report::analyse(&args.dir, opts)?;
     match args.format {
         ReportFormat::Html => {
             let html = report::render_html(&analysis);
@@ -77,13 +89,6 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             println!("{}", args.out.display());
         }
         ReportFormat::Svg => {
-            if args.out.exists() && !args.out.is_dir() {
-                return Err(UsageError(format!(
-                    "--out {}: exists and is not a directory; --format svg writes one file per chart into a directory",
-                    args.out.display()
-                ))
-                .into());
-            }
             std::fs::create_dir_all(&args.out)
                 .with_context(|| format!("cannot create {}", args.out.display()))?;
             for (name, svg) in report::chart_files(&analysis) {
@@ -93,7 +98,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::from(EXIT_OK))
+    Ok(())
 }
 
 /// Run `taskdist show`.

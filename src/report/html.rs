@@ -21,6 +21,9 @@ fn exit_color(k: Option<&EventKind>) -> &'static str {
     }
 }
 
+/// Name of the curve over all targets.
+const ALL: &str = "all targets";
+
 const GANTT_LEGEND: [(&str, &str); 6] = [
     ("EXIT", "#7fbf7f"),
     ("EXIT_PERIOD", "#e06666"),
@@ -167,13 +170,24 @@ pub fn charts(a: &Analysis) -> Vec<Chart> {
                     )
                 })
                 .collect(),
-            band: bins
-                .iter()
-                .map(|b| {
-                    let (lo, hi) = wilson(b.counts.schedulable, b.counts.variants);
-                    (b.x, lo, hi)
-                })
-                .collect(),
+            // the band of the overall curve only: per-target bands would hide each other
+            band: if name == ALL {
+                bins.iter()
+                    .map(|b| {
+                        let (lo, hi) = wilson(b.counts.schedulable, b.counts.variants);
+                        (b.x, lo, hi)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            labels: if name == ALL {
+                bins.iter()
+                    .map(|b| format!("n={}", b.counts.variants))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             dots: true,
             ..Default::default()
         })
@@ -182,7 +196,10 @@ pub fn charts(a: &Analysis) -> Vec<Chart> {
         id: "chart-schedulability".into(),
         svg: LineChart {
             id: "chart-schedulability".into(),
-            title: format!("Schedulability against {} (95 % Wilson band)", a.by),
+            title: format!(
+                "Schedulability against {} (95 % Wilson band, n variants per bin)",
+                a.by
+            ),
             x_label: a.by.to_string(),
             y_label: "fraction schedulable".into(),
             series: sched,

@@ -573,6 +573,13 @@ impl Pick {
 
 /// Read a result directory once and compute every figure of the report.
 pub fn analyse(dir: &Path, opts: &ReportOptions) -> Result<Analysis, ReportError> {
+    if let Some(w) = opts.bin_width {
+        if !(w.is_finite() && w > 0.0) {
+            return Err(ReportError::Option(format!(
+                "--bin-width {w}: expected a positive number"
+            )));
+        }
+    }
     let source = Source::open(dir)?;
     let run = source.run()?;
     let mut event_stream = source.event_types();
@@ -622,6 +629,7 @@ pub fn analyse(dir: &Path, opts: &ReportOptions) -> Result<Analysis, ReportError
         opts.variants.iter().map(|&v| (v, None)).collect();
     let mut tasks = Vec::new();
     let mut jobs = Vec::new();
+    let mut dropped_targets = false;
     for row in source.variants() {
         let row = row?;
         tasks_in.take(row.variant, &mut tasks)?;
@@ -722,7 +730,13 @@ pub fn analyse(dir: &Path, opts: &ReportOptions) -> Result<Analysis, ReportError
         };
         let key = (x * FINE).round() as i64;
         fine.entry((None, key)).or_default().add(&c);
-        fine.entry((Some(target), key)).or_default().add(&c);
+        // per-target bins only while there are few enough targets to draw them
+        if a.targets.len() <= opts.max_target_curves {
+            fine.entry((Some(target), key)).or_default().add(&c);
+        } else if !dropped_targets {
+            fine.retain(|(g, _), _| g.is_none());
+            dropped_targets = true;
+        }
     }
     tasks_in.finish(dir)?;
     jobs_in.finish(dir)?;
@@ -768,13 +782,6 @@ fn merge_bins(
     targets: usize,
     opts: &ReportOptions,
 ) -> Result<Vec<(String, Vec<Bin>)>, ReportError> {
-    if let Some(w) = width {
-        if !(w.is_finite() && w > 0.0) {
-            return Err(ReportError::Option(format!(
-                "--bin-width {w}: expected a positive number"
-            )));
-        }
-    }
     let keys: Vec<i64> = fine
         .keys()
         .filter(|(g, _)| g.is_none())

@@ -36,6 +36,8 @@ pub(crate) struct Series {
     pub band: Vec<(f64, f64, f64)>,
     /// Draw a dot at every point.
     pub dots: bool,
+    /// A small label above each point (e.g. the number of variants of a bin).
+    pub labels: Vec<String>,
 }
 
 /// A line chart.
@@ -175,7 +177,8 @@ impl LineChart {
             T + ph / 2.0,
             esc(&self.y_label)
         );
-        for (i, s) in self.series.iter().enumerate() {
+        // the first series (the overall one) is drawn last, on top
+        for (i, s) in self.series.iter().enumerate().rev() {
             let c = PALETTE[i % PALETTE.len()];
             if !s.band.is_empty() {
                 let mut d = String::new();
@@ -220,6 +223,15 @@ impl LineChart {
                 d.trim_end(),
                 esc(&s.name)
             );
+            for (&(x, y), l) in s.points.iter().zip(&s.labels) {
+                let _ = write!(
+                    o,
+                    r##"<text class="label" x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#555555">{}</text>"##,
+                    sx(x),
+                    sy(y) - 7.0,
+                    esc(l)
+                );
+            }
             if s.dots {
                 for &(x, y) in &s.points {
                     let _ = write!(
