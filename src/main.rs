@@ -56,12 +56,13 @@ enum Command {
     Discover(cli::discover::DiscoverArgs),
     /// Run simulated targets on 127.0.0.x that speak the target protocol.
     Sim(cli::sim::SimArgs),
-    /// Write an HTML report (or SVG charts) of a result directory: overview, schedulability,
+    /// Write an HTML report (or SVG/PNG charts) of a result directory: overview, schedulability,
     /// response times, deadline misses and Gantt charts.
     #[command(after_help = "Examples:\n  \
         taskdist report results --out report.html\n  \
         taskdist report results --variant 3 --variant 7 --by tasks\n  \
-        taskdist report results --format svg --out charts")]
+        taskdist report results --format svg --out charts\n  \
+        taskdist report results --format png --out charts")]
     Report(cli::report::ReportArgs),
     /// Print one variant of a result directory: its task-set and its jobs, as tables.
     Show(cli::report::ShowArgs),

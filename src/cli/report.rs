@@ -19,6 +19,8 @@ pub enum ReportFormat {
     Html,
     /// One SVG file per chart in the --out directory.
     Svg,
+    /// One PNG file per chart in the --out directory (rendered by resvg at 2x, system fonts).
+    Png,
 }
 
 /// Arguments of `taskdist report`.
@@ -26,7 +28,7 @@ pub enum ReportFormat {
 pub struct ReportArgs {
     /// Result directory of a run (CSV files, or results.sqlite).
     pub dir: PathBuf,
-    /// Output: the HTML file (--format html) or a directory for the chart files (--format svg).
+    /// Output: the HTML file (--format html) or a directory for the chart files (svg, png).
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
     /// Draw this variant's schedule as a Gantt chart (repeatable). Without it, the report picks
@@ -73,9 +75,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_report(args: &ReportArgs, opts: &ReportOptions) -> anyhow::Result<()> {
-    if args.format == ReportFormat::Svg && args.out.exists() && !args.out.is_dir() {
+    if args.format != ReportFormat::Html && args.out.exists() && !args.out.is_dir() {
         return Err(UsageError(format!(
-            "--out {}: exists and is not a directory; --format svg writes one file per chart into a directory",
+            "--out {}: exists and is not a directory; --format svg and png write one file per chart into a directory",
             args.out.display()
         ))
         .into());
@@ -94,6 +96,20 @@ fn write_report(args: &ReportArgs, opts: &ReportOptions) -> anyhow::Result<()> {
             for (name, svg) in report::chart_files(&analysis) {
                 let p = args.out.join(name);
                 std::fs::write(&p, svg).with_context(|| format!("cannot write {}", p.display()))?;
+                println!("{}", p.display());
+            }
+        }
+        ReportFormat::Png => {
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("cannot create {}", args.out.display()))?;
+            let renderer = report::PngRenderer::new();
+            if renderer.fonts() == 0 {
+                tracing::warn!("no system fonts found: the PNG charts have no text");
+            }
+            for c in report::charts(&analysis) {
+                let png = renderer.render(&c.id, &c.svg)?;
+                let p = args.out.join(format!("{}.png", c.id));
+                std::fs::write(&p, png).with_context(|| format!("cannot write {}", p.display()))?;
                 println!("{}", p.display());
             }
         }

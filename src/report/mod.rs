@@ -25,6 +25,7 @@
 
 mod hist;
 mod html;
+mod png;
 mod source;
 mod svg;
 
@@ -32,7 +33,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use hist::LogHistogram;
-pub use html::{chart_files, render_html};
+pub use html::{chart_files, charts, render_html, Chart};
+pub use png::PngRenderer;
 use source::Source;
 use taskdist_handlers::reader::{JobRow, OutcomeKind, TaskRow, VariantRow};
 use taskdist_handlers::{EventKind, HandlerError, RunFile};
@@ -94,6 +96,14 @@ pub enum ReportError {
         /// The cause.
         reason: String,
     },
+    /// A chart could not be rendered to PNG.
+    #[error("chart {chart}: cannot render to PNG: {reason}")]
+    Render {
+        /// The chart id.
+        chart: String,
+        /// The cause.
+        reason: String,
+    },
     /// File I/O failed.
     #[error("{path}: {source}")]
     Io {
@@ -108,7 +118,7 @@ impl ReportError {
     /// True for errors in what the user gave (directory, files, variant, options), as opposed
     /// to I/O failures while writing.
     pub fn is_input_error(&self) -> bool {
-        !matches!(self, ReportError::Io { .. })
+        !matches!(self, ReportError::Io { .. } | ReportError::Render { .. })
     }
 }
 
