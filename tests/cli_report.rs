@@ -518,6 +518,26 @@ fn bad_input_exits_with_2_and_names_it() {
         report(run_dir(), &out, &["--bin-width", "0"]),
         "--bin-width 0",
     );
+    // jobs.csv whose first variant's rows were moved to the end: refused, naming the row
+    let shuffled = tmp.path().join("shuffled");
+    std::fs::create_dir(&shuffled).unwrap();
+    for f in ["events.csv", "variants.csv", "tasks.csv", "run.json"] {
+        std::fs::copy(run_dir().join(f), shuffled.join(f)).unwrap();
+    }
+    let jobs = std::fs::read_to_string(run_dir().join("jobs.csv")).unwrap();
+    let mut rows: Vec<&str> = jobs.lines().collect();
+    let first = rows[1].split(',').next().unwrap().to_owned();
+    let n = rows[1..]
+        .iter()
+        .take_while(|r| r.split(',').next() == Some(first.as_str()))
+        .count();
+    let moved: Vec<&str> = rows.drain(1..1 + n).collect();
+    rows.extend(moved);
+    std::fs::write(shuffled.join("jobs.csv"), rows.join("\n") + "\n").unwrap();
+    check(
+        report(&shuffled, &out, &[]),
+        "is not in the order of variants.csv",
+    );
     let o = taskdist()
         .arg("show")
         .arg(run_dir())
