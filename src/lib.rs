@@ -9,6 +9,7 @@
 //! - [`sim`]: a simulated target speaking the same protocol.
 //! - [`distributor`]: one experiment's run: queue, requeue, ledger, handler fan-out.
 //! - [`pool`]: a target pool shared by many experiments: labels, priorities, strategies.
+//! - [`report`]: HTML/SVG reports and per-variant views of a result directory.
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod discovery;
 pub mod distributor;
 pub mod pool;
 pub mod protocol;
+pub mod report;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod sim;

@@ -75,6 +75,16 @@ enum Command {
     Targets(cli::service::TargetsArgs),
     /// Download an experiment's result files from the service.
     Results(cli::service::ResultsArgs),
+    /// Write an HTML report (or SVG/PNG charts) of a result directory: overview, schedulability,
+    /// response times, deadline misses and Gantt charts.
+    #[command(after_help = "Examples:\n  \
+        taskdist report results --out report.html\n  \
+        taskdist report results --variant 3 --variant 7 --by tasks\n  \
+        taskdist report results --format svg --out charts\n  \
+        taskdist report results --format png --out charts")]
+    Report(cli::report::ReportArgs),
+    /// Print one variant of a result directory: its task-set and its jobs, as tables.
+    Show(cli::report::ShowArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +122,8 @@ fn main() -> ExitCode {
             Command::RetryBad(args) => cli::service::act(args, "retry-bad").await,
             Command::Targets(args) => cli::service::targets(args).await,
             Command::Results(args) => cli::service::results(args).await,
+            Command::Report(args) => cli::report::run(args).await,
+            Command::Show(args) => cli::report::show(args).await,
         }
     });
     match result {

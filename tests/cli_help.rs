@@ -113,7 +113,7 @@ fn check_snapshot(name: &str, actual: &str) {
 #[test]
 fn top_level_help() {
     let text = help_text(&["--help"]);
-    for sub in ["run", "list", "discover", "sim"] {
+    for sub in ["run", "list", "discover", "sim", "report", "show"] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
@@ -170,6 +170,25 @@ fn discover_help() {
 #[test]
 fn sim_help() {
     check_snapshot("help_sim", &help_text(&["sim", "--help"]));
+}
+
+#[test]
+fn report_help() {
+    let text = help_text(&["report", "--help"]);
+    for flag in ["--out", "--variant", "--by", "--bin-width", "--format"] {
+        assert!(
+            text.contains(flag),
+            "`taskdist report --help` lacks {flag}:\n{text}"
+        );
+    }
+    check_snapshot("help_report", &text);
+}
+
+#[test]
+fn show_help() {
+    let text = help_text(&["show", "--help"]);
+    assert!(text.contains("--variant"), "{text}");
+    check_snapshot("help_show", &text);
 }
 
 #[test]

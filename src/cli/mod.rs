@@ -3,6 +3,7 @@
 
 pub mod discover;
 pub mod list;
+pub mod report;
 pub mod run;
 pub mod service;
 pub mod sim;
@@ -41,6 +42,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(taskdist::sim::SimError::Invalid(_)) = cause.downcast_ref() {
             return EXIT_USAGE;
+        }
+        if let Some(r) = cause.downcast_ref::<taskdist::report::ReportError>() {
+            return if r.is_input_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
         }
         if let Some(d) = cause.downcast_ref::<ResultDirError>() {
             return match d {
