@@ -564,20 +564,9 @@ fn report_renders_in_headless_chromium() {
     let page = tmp.path().join("page.html");
     std::fs::write(&page, html).unwrap();
     let shot = tmp.path().join("shot.png");
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1200,3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let (mut command, _profile) = common::headless_chromium(&chromium).unwrap();
+    let mut child = command
+        .arg("--window-size=1200,3000")
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", page.display()))
         .stdout(Stdio::null())

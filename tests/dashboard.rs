@@ -18,22 +18,8 @@ use taskdist::sim::{SimCluster, SimConfig};
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn chromium(args: &[&str]) -> std::io::Result<std::process::Output> {
-    let profile = tempfile::tempdir()?;
-    Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .output()
+    let (mut c, _profile) = common::headless_chromium(std::path::Path::new(CHROMIUM))?;
+    c.args(args).output()
 }
 
 /// The page's DOM after its script ran for `budget_ms` of virtual time.

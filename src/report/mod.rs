@@ -37,6 +37,7 @@ pub use html::{chart_files, charts, render_html, Chart};
 pub use png::PngRenderer;
 use source::Source;
 use taskdist_handlers::reader::{JobRow, OutcomeKind, TaskRow, VariantRow};
+use taskdist_handlers::TASKS_HEADER;
 use taskdist_handlers::{EventKind, HandlerError, RunFile};
 
 /// Errors of [`analyse`] and [`show`].
@@ -139,19 +140,9 @@ pub enum XAttr {
     },
 }
 
-const COLUMNS: [&str; 11] = [
-    "executiontime_ms",
-    "criticaltime_ms",
-    "priority",
-    "deadline_ms",
-    "period_ms",
-    "offset_ms",
-    "numberofjobs",
-    "quota_bytes",
-    "caps",
-    "cores",
-    "coreoffset",
-];
+/// The numeric columns of `tasks.csv` a `--by COLUMN@TASK` can name (all but `variant`,
+/// `task_id`, `pkg` and `config`).
+const COLUMNS: &[&str] = TASKS_HEADER.split_at(2).1.split_at(11).0;
 
 impl std::str::FromStr for XAttr {
     type Err = ReportError;

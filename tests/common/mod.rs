@@ -186,3 +186,25 @@ pub fn assert_rows_exactly_once(dir: &std::path::Path, n: u64) {
         dir.display()
     );
 }
+
+/// Debian's Chromium, headless, with the flags that keep it off the network (this machine has
+/// none) and a fresh profile, which lives as long as the returned directory.
+pub fn headless_chromium(
+    path: &std::path::Path,
+) -> std::io::Result<(std::process::Command, tempfile::TempDir)> {
+    let profile = tempfile::tempdir()?;
+    let mut c = std::process::Command::new(path);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    Ok((c, profile))
+}
