@@ -289,22 +289,15 @@ fn status_error(e: taskdist::service::ClientError) -> anyhow::Error {
 
 /// `taskdist submit`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let mut req = if std::path::Path::new(&args.spec).is_file() {
-        let text = std::fs::read_to_string(&args.spec)
-            .with_context(|| format!("cannot read spec file {}", args.spec))?;
-        let mut r = SubmitRequest::spec_text(&text);
-        // The file's stem names it, as `taskdist run` does.
-        r.name = std::path::Path::new(&args.spec)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned());
-        r
-    } else if taskdist::tasksets::catalog::get(&args.spec).is_some() {
+    // A catalog name or a spec file, as for `taskdist run`; a file is checked here first, so
+    // its errors name the file, line and column.
+    let mut req = if taskdist::tasksets::catalog::get(&args.spec).is_some() {
         SubmitRequest::catalog(&args.spec)
     } else {
-        return Err(usage(format!(
-            "spec {}: neither a file nor a catalog name (see `taskdist list tasksets`)",
-            args.spec
-        )));
+        let spec = taskdist::tasksets::Spec::load(&args.spec)?;
+        let mut r = SubmitRequest::spec_text(spec.text());
+        r.name = Some(spec.name().to_owned());
+        r
     };
     if args.name.is_some() {
         req.name = args.name.clone();
