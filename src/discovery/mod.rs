@@ -27,6 +27,7 @@
 
 mod backoff;
 mod icmp;
+mod icmp_sweep;
 mod monitor;
 mod pool;
 mod probe;
@@ -34,6 +35,7 @@ mod sweep;
 
 pub use backoff::Backoff;
 pub use icmp::{IcmpConfig, IcmpError, IcmpProber, IcmpSocketKind};
+pub use icmp_sweep::{icmp_sweep, IcmpSweepConfig, IcmpTimeout};
 pub use monitor::{HostChange, HostState, Monitor, MonitorConfig, MonitorHandle};
 pub use pool::{HostIter, HostPool, PoolError, DEFAULT_MAX_HOSTS};
 pub use probe::{
