@@ -191,7 +191,7 @@ EXP_V6="$WORK/exp_v6"
 for i in $(seq 1 255); do printf 'fd00:7d::%x\n' "$i"; done | sort -u > "$EXP_V6"
 scene ipv6 "$EXP_V6" <<EOF2
 taskdist discover|plain|$T discover -q fd00:7d::/120
-$FP|plain|fping -6 -a -q -i 0 -r 1 -B1 -t 100 -g fd00:7d::/120
+$FP -f LIST (fping -g is IPv4 only)|plain|fping -6 -a -q -i 0 -r 1 -B1 -t 100 -f $EXP_V6
 ${NM% -oG -}|nmap_up|$NM -6 fd00:7d::/120
 EOF2
 

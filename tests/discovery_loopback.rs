@@ -285,3 +285,31 @@ async fn icmp_sweep_adaptive_default_finds_every_address() {
     assert_eq!(report.up, pool.iter().collect::<Vec<_>>());
     assert_eq!(report.timed_out, 0);
 }
+
+/// IPv6 echo (type 128) through the same engine: `::1` answers; needs IPv6 on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_sweep_finds_ipv6_loopback() {
+    let test = "icmp_sweep_finds_ipv6_loopback";
+    if common::privileged::need(test, "IPv6 on ::1", common::privileged::ipv6_loopback()).is_none()
+    {
+        return;
+    }
+    let pool = HostPool::parse(["::1", "127.0.0.9"], 3001).expect("valid pool");
+    let got = tokio::task::spawn_blocking(move || {
+        icmp_sweep(
+            pool.iter(),
+            &IcmpSweepConfig::default(),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+    })
+    .await
+    .expect("sweep thread");
+    let Some(report) = common::privileged::need(test, "an ICMP socket", got) else {
+        return;
+    };
+    let ips: Vec<IpAddr> = report.up.iter().map(|a| a.ip()).collect();
+    let v6: IpAddr = "::1".parse().expect("address");
+    let v4: IpAddr = "127.0.0.9".parse().expect("address");
+    assert_eq!(ips, vec![v4, v6], "{report:?}");
+}

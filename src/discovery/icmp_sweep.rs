@@ -516,6 +516,7 @@ where
                     continue;
                 }
             };
+            packet[0] = if sock.v6 { 128 } else { 8 };
             packet[2] = 0;
             packet[3] = 0;
             packet[4..6].copy_from_slice(&ident.to_be_bytes());
