@@ -284,10 +284,76 @@ fn receive(
     }
 }
 
+/// Most echo requests per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// Sends `dests.len()` packets of `plen` bytes from `bufs` with one `sendmmsg` call (Linux) or
+/// one `sendto` each. Returns how many were sent and the error that stopped the rest.
+fn send_batch(
+    socket: &Socket,
+    bufs: &[u8],
+    plen: usize,
+    dests: &[SockAddr],
+) -> (usize, Option<io::Error>) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut iovs: Vec<libc::iovec> = (0..dests.len())
+            .map(|i| libc::iovec {
+                iov_base: bufs[i * plen..].as_ptr() as *mut libc::c_void,
+                iov_len: plen,
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = dests
+            .iter()
+            .zip(iovs.iter_mut())
+            .map(|(d, iov)| {
+                // SAFETY: an all-zero msghdr is valid (no name, no control data).
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = d.as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = d.len();
+                hdr.msg_iov = iov as *mut libc::iovec;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        let mut done = 0usize;
+        while done < msgs.len() {
+            let left = u32::try_from(msgs.len() - done).unwrap_or(u32::MAX);
+            // SAFETY: `msgs[done..]` are initialised headers whose names and buffers (`dests`,
+            // `iovs`, `bufs`) outlive the call; the kernel only reads them and writes
+            // `msg_len`.
+            let rc =
+                unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs[done..].as_mut_ptr(), left, 0) };
+            if rc < 0 {
+                return (done, Some(io::Error::last_os_error()));
+            }
+            if rc == 0 {
+                break;
+            }
+            done += rc as usize;
+        }
+        (done, None)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        for (i, d) in dests.iter().enumerate() {
+            if let Err(e) = socket.send_to(&bufs[i * plen..][..plen], d) {
+                return (i, Some(e));
+            }
+        }
+        (dests.len(), None)
+    }
+}
+
 /// State of an address being probed.
 struct Entry {
     addr: SocketAddr,
     attempt: u32,
+    /// The attempt the next send of this address makes.
+    next_attempt: u32,
     first_sent: Instant,
     last_sent: Instant,
     /// The probe of the last attempt is still within its timeout.
@@ -371,6 +437,12 @@ where
     let mut retry: VecDeque<IpAddr> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut carry: Vec<Vec<Reply>> = Vec::new();
+    let mut loss_seen = false;
+    let mut first_replies = 0u64;
+    let plen = packet.len();
+    let mut batch_bufs = vec![0u8; plen * SEND_BATCH];
+    let mut batch_ips: Vec<IpAddr> = Vec::with_capacity(SEND_BATCH);
+    let mut batch_dests: Vec<SockAddr> = Vec::with_capacity(SEND_BATCH);
     let mut report = SweepReport::default();
 
     let mut finish = |report: &mut SweepReport, addr: SocketAddr, result: ProbeResult| {
@@ -425,6 +497,11 @@ where
                         est.sample(at.saturating_duration_since(s));
                     }
                 }
+                if attempt == 0 {
+                    first_replies += 1;
+                } else {
+                    loss_seen = true;
+                }
                 if adapt {
                     if attempt == 0 {
                         window = (window + 1).min(max_window);
@@ -458,101 +535,137 @@ where
             in_flight -= 1;
             let e = entries.get_mut(&ip).expect("present");
             e.in_flight = false;
-            if e.attempt < cfg.retries {
+            // Loss-aware retries: while replies come on first attempts only (no loss seen), an
+            // address gets one retry; once a retry was answered (loss), all `cfg.retries`.
+            // Before any reply, all retries (nothing is known about the network yet).
+            let retries = if loss_seen || first_replies == 0 {
+                cfg.retries
+            } else {
+                cfg.retries.min(1)
+            };
+            if e.attempt < retries {
                 retry.push_back(ip);
             } else {
                 let e = entries.remove(&ip).expect("present");
                 finish(&mut report, e.addr, ProbeResult::Timeout);
             }
         }
-        // 3. Send what the window and the pacer allow.
+        // 3. Send what the window and the pacer allow, in batches of one `sendmmsg` call
+        //    (one family per batch; single probes when paced).
         let mut sent_any = false;
         let mut blocked = false;
-        while in_flight < window {
-            let now = Instant::now();
-            if interval.is_some() && next_send > now {
-                break;
-            }
-            let (ip, attempt) = if let Some(ip) = retry.front().copied() {
-                let attempt = entries.get(&ip).map_or(0, |e| e.attempt.wrapping_add(1));
-                (ip, attempt)
-            } else if exhausted {
-                break;
-            } else {
-                match addrs.next() {
-                    Some(a) if entries.contains_key(&a.ip()) => continue,
-                    Some(a) => {
-                        entries.insert(
-                            a.ip(),
-                            Entry {
-                                addr: a,
-                                attempt: 0,
-                                first_sent: now,
-                                last_sent: now,
-                                in_flight: false,
-                            },
-                        );
-                        (a.ip(), 0)
-                    }
-                    None => {
-                        exhausted = true;
-                        break;
-                    }
-                }
-            };
-            let sock = match ip {
-                IpAddr::V4(_) => &v4,
-                IpAddr::V6(_) => &v6,
-            };
-            let sock = match sock {
-                Ok(s) => s,
-                Err(err) => {
-                    if attempt > 0 {
-                        retry.pop_front();
-                    }
-                    let e = entries.remove(&ip).expect("present");
-                    let msg = format!("no ICMP socket for {}: {err}", e.addr.ip());
-                    finish(&mut report, e.addr, ProbeResult::Error(msg));
-                    continue;
-                }
-            };
-            packet[0] = if sock.v6 { 128 } else { 8 };
-            packet[2] = 0;
-            packet[3] = 0;
-            packet[4..6].copy_from_slice(&ident.to_be_bytes());
-            packet[6..8].copy_from_slice(&(attempt.min(u32::from(u16::MAX)) as u16).to_be_bytes());
-            if !sock.v6 {
-                let c = checksum(&packet);
-                packet[2..4].copy_from_slice(&c.to_be_bytes());
-            }
-            let dest = entries.get(&ip).expect("present").addr;
-            let dest = SockAddr::from(match dest {
-                SocketAddr::V4(a) => SocketAddr::V4(std::net::SocketAddrV4::new(*a.ip(), 0)),
-                SocketAddr::V6(a) => {
-                    SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id()))
-                }
-            });
-            match sock.socket.send_to(&packet, &dest) {
-                Ok(_) => {}
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
-                    ) || err.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    // Not sent: try again after the replies were read.
-                    if attempt == 0 {
-                        retry.push_front(ip);
-                        // It was never sent: the retry queue entry re-sends attempt 0.
-                        entries.get_mut(&ip).expect("present").attempt = u32::MAX;
-                    }
-                    blocked = true;
+        let batch_max = if interval.is_some() { 1 } else { SEND_BATCH };
+        'send: while in_flight < window && !blocked {
+            batch_ips.clear();
+            batch_dests.clear();
+            let mut family: Option<bool> = None;
+            while in_flight + batch_ips.len() < window && batch_ips.len() < batch_max {
+                let now = Instant::now();
+                if interval.is_some() && next_send > now {
                     break;
                 }
-                Err(err) => {
-                    if attempt > 0 {
-                        retry.pop_front();
+                let (ip, from_retry) = if let Some(ip) = retry.front().copied() {
+                    (ip, true)
+                } else if exhausted {
+                    break;
+                } else {
+                    match addrs.next() {
+                        Some(a) if entries.contains_key(&a.ip()) => continue,
+                        Some(a) => {
+                            entries.insert(
+                                a.ip(),
+                                Entry {
+                                    addr: a,
+                                    attempt: 0,
+                                    next_attempt: 0,
+                                    first_sent: now,
+                                    last_sent: now,
+                                    in_flight: false,
+                                },
+                            );
+                            retry.push_front(a.ip());
+                            (a.ip(), false)
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
                     }
+                };
+                let _ = from_retry;
+                let sock = match ip {
+                    IpAddr::V4(_) => &v4,
+                    IpAddr::V6(_) => &v6,
+                };
+                let sock = match sock {
+                    Ok(s) => s,
+                    Err(err) => {
+                        retry.pop_front();
+                        let e = entries.remove(&ip).expect("present");
+                        let msg = format!("no ICMP socket for {}: {err}", e.addr.ip());
+                        finish(&mut report, e.addr, ProbeResult::Error(msg));
+                        continue;
+                    }
+                };
+                if family.is_some_and(|f| f != sock.v6) {
+                    break;
+                }
+                family = Some(sock.v6);
+                retry.pop_front();
+                let e = entries.get(&ip).expect("present");
+                let attempt = e.next_attempt;
+                let dest = SockAddr::from(match e.addr {
+                    SocketAddr::V4(a) => SocketAddr::V4(std::net::SocketAddrV4::new(*a.ip(), 0)),
+                    SocketAddr::V6(a) => {
+                        SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id()))
+                    }
+                });
+                let buf = &mut batch_bufs[batch_ips.len() * plen..][..plen];
+                buf.copy_from_slice(&packet);
+                buf[0] = if sock.v6 { 128 } else { 8 };
+                buf[4..6].copy_from_slice(&ident.to_be_bytes());
+                buf[6..8].copy_from_slice(&(attempt.min(u32::from(u16::MAX)) as u16).to_be_bytes());
+                if !sock.v6 {
+                    let c = checksum(buf);
+                    buf[2..4].copy_from_slice(&c.to_be_bytes());
+                }
+                batch_ips.push(ip);
+                batch_dests.push(dest);
+                if let Some(i) = interval {
+                    next_send = (next_send + i)
+                        .max(now.checked_sub(Duration::from_millis(5)).unwrap_or(now));
+                }
+            }
+            let Some(v6fam) = family else { break };
+            let sock = if v6fam { &v6 } else { &v4 };
+            let sock = sock.as_ref().expect("family checked above");
+            let (n, err) = send_batch(&sock.socket, &batch_bufs, plen, &batch_dests);
+            let sent = Instant::now();
+            for &ip in &batch_ips[..n] {
+                let e = entries.get_mut(&ip).expect("present");
+                e.attempt = e.next_attempt;
+                e.next_attempt += 1;
+                if e.attempt == 0 {
+                    e.first_sent = sent;
+                }
+                e.last_sent = sent;
+                e.in_flight = true;
+                in_flight += 1;
+                queue.push_back((ip, e.attempt, sent));
+                report.probes_sent += 1;
+                sent_any = true;
+            }
+            // Not sent: back to the front of the queue, in order (the failed one first).
+            let mut rest = n;
+            if let Some(err) = err {
+                let transient = matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
+                ) || err.raw_os_error() == Some(libc::ENOBUFS);
+                if transient {
+                    blocked = true;
+                } else {
+                    let ip = batch_ips[n];
                     let e = entries.remove(&ip).expect("present");
                     let result = match err.kind() {
                         io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
@@ -561,27 +674,14 @@ where
                         _ => ProbeResult::Error(format!("ping {}: {err}", e.addr.ip())),
                     };
                     finish(&mut report, e.addr, result);
-                    continue;
+                    rest = n + 1;
                 }
             }
-            let sent = Instant::now();
-            if attempt > 0 {
-                retry.pop_front();
+            for &ip in batch_ips[rest..].iter().rev() {
+                retry.push_front(ip);
             }
-            let e = entries.get_mut(&ip).expect("present");
-            e.attempt = attempt;
-            if attempt == 0 {
-                e.first_sent = sent;
-            }
-            e.last_sent = sent;
-            e.in_flight = true;
-            in_flight += 1;
-            queue.push_back((ip, attempt, sent));
-            report.probes_sent += 1;
-            sent_any = true;
-            if let Some(i) = interval {
-                next_send =
-                    (next_send + i).max(sent.checked_sub(Duration::from_millis(5)).unwrap_or(sent));
+            if blocked {
+                break 'send;
             }
         }
         if entries.is_empty() && exhausted && retry.is_empty() {
