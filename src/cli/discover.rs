@@ -240,6 +240,7 @@ fn icmp_once(
             SocketKind::Raw => IcmpSocketKind::Raw,
             SocketKind::Dgram => IcmpSocketKind::Datagram,
         },
+        filter_echo_replies: !args.no_icmp_filter,
         ..IcmpSweepConfig::default()
     };
     let stdout = std::io::stdout();

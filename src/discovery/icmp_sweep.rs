@@ -96,6 +96,8 @@ pub struct IcmpSweepConfig {
     pub sock_type: IcmpSocketKind,
     /// Payload bytes per echo request.
     pub payload_len: usize,
+    /// On Linux raw sockets, let only echo replies in (`ICMP_FILTER`; default true).
+    pub filter_echo_replies: bool,
 }
 
 impl Default for IcmpSweepConfig {
@@ -108,6 +110,7 @@ impl Default for IcmpSweepConfig {
             recv_buffer_bytes: Some(8 << 20),
             sock_type: IcmpSocketKind::Auto,
             payload_len: 16,
+            filter_echo_replies: true,
         }
     }
 }
@@ -183,7 +186,7 @@ fn open_sock(v6: bool, cfg: &IcmpSweepConfig) -> io::Result<Sock> {
         super::icmp::enlarge_recv_buffer(socket.as_raw_fd(), bytes);
     }
     #[cfg(target_os = "linux")]
-    if raw {
+    if raw && cfg.filter_echo_replies {
         let kind = if v6 {
             surge_ping::ICMP::V6
         } else {
