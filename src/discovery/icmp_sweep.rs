@@ -30,7 +30,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -250,7 +249,7 @@ fn receive(
             revents: 0,
         })
         .collect();
-    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let mut bufs = vec![0u8; RECV_BATCH * RECV_BUF];
     while !stop.load(Ordering::Acquire) {
         // SAFETY: `fds` is a live array of `fds.len()` pollfd structs for the call.
         let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1) };
@@ -259,23 +258,15 @@ fn receive(
         for sock in &socks {
             loop {
                 let before = Instant::now();
-                match sock.socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let Some(from) = from.as_socket() else {
-                            continue;
-                        };
-                        // SAFETY: `recv_from` initialised the first `n` bytes.
-                        let bytes =
-                            unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                        if let Some((id, seq)) = parse_reply(bytes, sock, from.ip()) {
-                            batch.push((from.ip(), id, seq, Instant::now()));
-                        }
+                let (n, full) = recv_batch(&sock.socket, &mut bufs, |bytes, from| {
+                    if let Some((id, seq)) = parse_reply(bytes, sock, from) {
+                        batch.push((from, id, seq, Instant::now()));
                     }
-                    Err(_) => {
-                        // Empty (or failing): everything that arrived before `before` is read.
-                        drained_at = drained_at.min(before);
-                        break;
-                    }
+                });
+                if n == 0 || !full {
+                    // Empty (or failing): everything that arrived before `before` is read.
+                    drained_at = drained_at.min(before);
+                    break;
                 }
             }
         }
@@ -284,6 +275,91 @@ fn receive(
         }
         let nanos = u64::try_from(drained_at.duration_since(base).as_nanos()).unwrap_or(u64::MAX);
         empty_at.fetch_max(nanos, Ordering::AcqRel);
+    }
+}
+
+/// Most replies per `recvmmsg` call, and the bytes kept of each (an echo reply with its IPv4
+/// header and the default payload is 44 bytes; longer packets are truncated, which keeps the
+/// ICMP header).
+const RECV_BATCH: usize = 64;
+const RECV_BUF: usize = 256;
+
+/// Reads up to [`RECV_BATCH`] datagrams without waiting, calling `each` with the bytes and the
+/// source of each. Returns how many were read and whether the batch was full (more may wait).
+fn recv_batch(
+    socket: &Socket,
+    bufs: &mut [u8],
+    mut each: impl FnMut(&[u8], IpAddr),
+) -> (usize, bool) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr values are valid.
+        let mut names: Vec<libc::sockaddr_storage> =
+            vec![unsafe { std::mem::zeroed() }; RECV_BATCH];
+        let mut iovs: Vec<libc::iovec> = bufs
+            .chunks_mut(RECV_BUF)
+            .take(RECV_BATCH)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast::<libc::c_void>(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = names
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .map(|(name, iov)| {
+                // SAFETY: as above.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (name as *mut libc::sockaddr_storage).cast::<libc::c_void>();
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_iov = iov as *mut libc::iovec;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        // SAFETY: `msgs` holds RECV_BATCH headers whose names and buffers live until the end
+        // of this block; the kernel writes at most `iov_len` bytes and `msg_namelen` bytes.
+        let rc = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc <= 0 {
+            return (0, false);
+        }
+        let n = rc as usize;
+        for (i, msg) in msgs.iter().take(n).enumerate() {
+            let len = (msg.msg_len as usize).min(RECV_BUF);
+            // SAFETY: the kernel filled `names[i]` with `msg_namelen` bytes of a socket
+            // address.
+            let from = unsafe { SockAddr::new(names[i], msg.msg_hdr.msg_namelen) };
+            if let Some(from) = from.as_socket() {
+                each(&bufs[i * RECV_BUF..][..len], from.ip());
+            }
+        }
+        (n, n == RECV_BATCH)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); RECV_BUF];
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                // SAFETY: `recv_from` initialised the first `n` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                if let Some(from) = from.as_socket() {
+                    each(bytes, from.ip());
+                }
+                (1, true)
+            }
+            Err(_) => (0, false),
+        }
     }
 }
 
