@@ -13,6 +13,7 @@ use taskdist::discovery::{
     IcmpProber, IcmpSweepConfig, IcmpTimeout, Monitor, MonitorConfig, SweepConfig, TcpProber,
     AVAILABLE,
 };
+use taskdist::discovery::{ProbeResult, Prober};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -312,4 +313,20 @@ async fn icmp_sweep_finds_ipv6_loopback() {
     let v6: IpAddr = "::1".parse().expect("address");
     let v4: IpAddr = "127.0.0.9".parse().expect("address");
     assert_eq!(ips, vec![v4, v6], "{report:?}");
+}
+
+/// The adaptive TCP prober learns the loopback connect time: after one accepted and one
+/// refused connection its timeout drops from the initial 100 ms to the 20 ms floor, and it
+/// still reports both answers correctly.
+#[tokio::test]
+async fn adaptive_tcp_prober_learns_the_connect_time() {
+    let listener = TcpListener::bind("127.0.8.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let prober = TcpProber::adaptive(IcmpTimeout::DEFAULT_ADAPTIVE);
+    assert_eq!(prober.current_timeout(), Duration::from_millis(100));
+    let up = SocketAddr::new("127.0.8.1".parse().expect("ip"), port);
+    let closed = SocketAddr::new("127.0.8.2".parse().expect("ip"), port);
+    assert!(prober.probe(up).await.is_up());
+    assert_eq!(prober.probe(closed).await, ProbeResult::Refused);
+    assert_eq!(prober.current_timeout(), Duration::from_millis(20));
 }

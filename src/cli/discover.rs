@@ -61,7 +61,7 @@ pub struct DiscoverArgs {
 
     /// Time to wait for one answer, in milliseconds [default: icmp: adaptive, from measured
     /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s);
-    /// tcp: 1000; available: 2000]. Given, it is fixed.
+    /// tcp: the same from measured connect times; available: 2000]. Given, it is fixed.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
 
@@ -137,7 +137,10 @@ fn build_prober(args: &DiscoverArgs) -> anyhow::Result<Arc<dyn Prober>> {
             );
             Arc::new(prober)
         }
-        ProbeKind::Tcp => Arc::new(TcpProber::new(timeout(1000))),
+        ProbeKind::Tcp => Arc::new(match args.timeout_ms {
+            Some(ms) => TcpProber::new(Duration::from_millis(ms)),
+            None => TcpProber::adaptive(IcmpTimeout::DEFAULT_ADAPTIVE),
+        }),
         ProbeKind::Available => Arc::new(AvailableProber::new(timeout(2000))),
     })
 }

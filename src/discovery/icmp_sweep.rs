@@ -122,14 +122,14 @@ impl Default for IcmpSweepConfig {
 
 /// Smoothed round-trip time estimator (RFC 6298 constants).
 #[derive(Debug, Clone)]
-struct RttEstimator {
+pub(crate) struct RttEstimator {
     timeout: IcmpTimeout,
     srtt: Option<Duration>,
     rttvar: Duration,
 }
 
 impl RttEstimator {
-    fn new(timeout: IcmpTimeout) -> Self {
+    pub(crate) fn new(timeout: IcmpTimeout) -> Self {
         RttEstimator {
             timeout,
             srtt: None,
@@ -137,7 +137,7 @@ impl RttEstimator {
         }
     }
 
-    fn sample(&mut self, r: Duration) {
+    pub(crate) fn sample(&mut self, r: Duration) {
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -151,7 +151,7 @@ impl RttEstimator {
         }
     }
 
-    fn current(&self) -> Duration {
+    pub(crate) fn current(&self) -> Duration {
         match self.timeout {
             IcmpTimeout::Fixed(d) => d,
             IcmpTimeout::Adaptive {
