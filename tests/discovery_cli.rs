@@ -129,6 +129,44 @@ fn icmp_discover_of_loopback_addresses() {
     assert!(stderr.contains("probed 14, up 14"), "{stderr}");
 }
 
+/// Issue 15's wrong result: unpaced with a 10 ms timeout, the per-probe path found 0 of
+/// 65,534 loopback addresses because replies waited in the socket while the burst was sent.
+#[test]
+fn unpaced_discover_with_a_10ms_timeout_finds_a_whole_loopback_slash16() {
+    let out = taskdist(&[
+        "discover",
+        "127.5.0.0/16",
+        "--rate",
+        "0",
+        "--timeout-ms",
+        "10",
+        "--retries",
+        "0",
+        "--sort",
+    ]);
+    let stderr = text(&out.stderr);
+    let no_socket = out.status.code() == Some(2) && stderr.contains("ICMP");
+    if common::privileged::need(
+        "unpaced_discover_with_a_10ms_timeout_finds_a_whole_loopback_slash16",
+        "an ICMP socket",
+        if no_socket {
+            Err(stderr.trim())
+        } else {
+            Ok(())
+        },
+    )
+    .is_none()
+    {
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 65534, "{stderr}");
+    assert_eq!(stdout.lines().next(), Some("127.5.0.1"));
+    assert_eq!(stdout.lines().last(), Some("127.5.255.254"));
+    assert!(stderr.contains("probed 65534, up 65534"), "{stderr}");
+}
+
 #[test]
 fn watch_mode_prints_hosts_as_they_come_up() {
     let a = TcpListener::bind("127.0.6.12:0").expect("bind");

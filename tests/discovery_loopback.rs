@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskdist::discovery::{
-    sweep, AvailableProber, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber,
-    Monitor, MonitorConfig, SweepConfig, TcpProber, AVAILABLE,
+    icmp_sweep, sweep, AvailableProber, Backoff, HostChange, HostPool, HostState, IcmpConfig,
+    IcmpProber, IcmpSweepConfig, IcmpTimeout, Monitor, MonitorConfig, SweepConfig, TcpProber,
+    AVAILABLE,
 };
+use taskdist::discovery::{ProbeResult, Prober};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -220,4 +222,111 @@ async fn icmp_probe_of_ipv6_loopback() {
     );
     assert_eq!(report.up.len(), 1, "{report:?}");
     assert_eq!(report.up[0].ip(), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]));
+}
+
+/// Replies are read while an unpaced burst is being sent: with a 10 ms fixed timeout and no
+/// pacing, every loopback address must still be found (the old per-probe path found 0 of
+/// 65,534 here, because its timers fired before the replies waiting in the socket were read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_sweep_unpaced_with_a_10ms_timeout_finds_every_address() {
+    let _turn = ICMP_TURN.lock().await;
+    let test = "icmp_sweep_unpaced_with_a_10ms_timeout_finds_every_address";
+    let pool = HostPool::parse(["127.3.0.0/16"], 3001).expect("valid pool");
+    let cfg = IcmpSweepConfig {
+        timeout: IcmpTimeout::Fixed(Duration::from_millis(10)),
+        rate_per_sec: None,
+        retries: 0,
+        ..IcmpSweepConfig::default()
+    };
+    let got = tokio::task::spawn_blocking(move || {
+        let report = icmp_sweep(pool.iter(), &cfg, &CancellationToken::new(), |_, _| {});
+        (pool, report)
+    })
+    .await
+    .expect("sweep thread");
+    let (pool, report) = got;
+    let Some(report) = common::privileged::need(test, "an ICMP socket", report) else {
+        return;
+    };
+    assert_eq!(report.probed, 65534);
+    assert_eq!(report.probes_sent, 65534, "no retries were allowed");
+    assert_eq!(
+        report.up.len(),
+        65534,
+        "missed {} addresses",
+        65534 - report.up.len()
+    );
+    let expected: Vec<SocketAddr> = pool.iter().collect();
+    assert_eq!(report.up, expected);
+}
+
+/// The adaptive default (no pacing, timeout from measured round trips) finds a whole loopback
+/// /16 without a single timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_sweep_adaptive_default_finds_every_address() {
+    let _turn = ICMP_TURN.lock().await;
+    let test = "icmp_sweep_adaptive_default_finds_every_address";
+    let pool = HostPool::parse(["127.4.0.0/16"], 3001).expect("valid pool");
+    let got = tokio::task::spawn_blocking(move || {
+        let report = icmp_sweep(
+            pool.iter(),
+            &IcmpSweepConfig::default(),
+            &CancellationToken::new(),
+            |_, _| {},
+        );
+        (pool, report)
+    })
+    .await
+    .expect("sweep thread");
+    let (pool, report) = got;
+    let Some(report) = common::privileged::need(test, "an ICMP socket", report) else {
+        return;
+    };
+    assert_eq!(report.up.len(), 65534);
+    assert_eq!(report.up, pool.iter().collect::<Vec<_>>());
+    assert_eq!(report.timed_out, 0);
+}
+
+/// IPv6 echo (type 128) through the same engine: `::1` answers; needs IPv6 on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_sweep_finds_ipv6_loopback() {
+    let test = "icmp_sweep_finds_ipv6_loopback";
+    if common::privileged::need(test, "IPv6 on ::1", common::privileged::ipv6_loopback()).is_none()
+    {
+        return;
+    }
+    let pool = HostPool::parse(["::1", "127.0.0.9"], 3001).expect("valid pool");
+    let got = tokio::task::spawn_blocking(move || {
+        icmp_sweep(
+            pool.iter(),
+            &IcmpSweepConfig::default(),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+    })
+    .await
+    .expect("sweep thread");
+    let Some(report) = common::privileged::need(test, "an ICMP socket", got) else {
+        return;
+    };
+    let ips: Vec<IpAddr> = report.up.iter().map(|a| a.ip()).collect();
+    let v6: IpAddr = "::1".parse().expect("address");
+    let v4: IpAddr = "127.0.0.9".parse().expect("address");
+    assert_eq!(ips, vec![v4, v6], "{report:?}");
+}
+
+/// The adaptive TCP prober learns the loopback connect time: after one accepted and one
+/// refused connection its timeout drops from the initial 100 ms to the 20 ms floor, and it
+/// still reports both answers correctly.
+#[tokio::test]
+async fn adaptive_tcp_prober_learns_the_connect_time() {
+    let listener = TcpListener::bind("127.0.8.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let prober = TcpProber::adaptive(IcmpTimeout::DEFAULT_ADAPTIVE);
+    assert_eq!(prober.current_timeout(), Duration::from_millis(100));
+    let up = SocketAddr::new("127.0.8.1".parse().expect("ip"), port);
+    let closed = SocketAddr::new("127.0.8.2".parse().expect("ip"), port);
+    assert!(prober.probe(up).await.is_up());
+    assert_eq!(prober.probe(closed).await, ProbeResult::Refused);
+    assert_eq!(prober.current_timeout(), Duration::from_millis(20));
 }

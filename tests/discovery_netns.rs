@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskdist::discovery::{
-    sweep, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber, Monitor,
-    MonitorConfig, SweepConfig,
+    icmp_sweep, sweep, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber,
+    IcmpSweepConfig, Monitor, MonitorConfig, SweepConfig,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -215,6 +215,42 @@ async fn icmp_sweep_of_a_namespace_finds_exactly_the_live_hosts() {
         .collect();
     assert_eq!(report.up, expected, "{report:?}");
     assert_eq!(report.probed, 254);
+}
+
+/// The dedicated ICMP engine with its defaults (adaptive timeout, no pacing): exactly the live
+/// hosts, the firewalled one (its requests dropped) and the absent ones stay silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_engine_of_a_namespace_finds_exactly_the_live_hosts() {
+    let test = "icmp_engine_of_a_namespace_finds_exactly_the_live_hosts";
+    let Some(lab) = lab_or_skip(test, 'd') else {
+        return;
+    };
+    for host in [2, 4, 6, 77, 254] {
+        lab.add_host(host).expect("configure a live host");
+    }
+    lab.add_dropping_host(8)
+        .expect("configure a firewalled host");
+    let pool = HostPool::parse([lab.prefix()], 3001).expect("valid pool");
+    let got = tokio::task::spawn_blocking(move || {
+        icmp_sweep(
+            pool.iter(),
+            &IcmpSweepConfig::default(),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+    })
+    .await
+    .expect("sweep thread");
+    let Some(report) = common::privileged::need(test, "an ICMP socket", got) else {
+        return;
+    };
+    let expected: Vec<SocketAddr> = [1, 2, 4, 6, 77, 254]
+        .into_iter()
+        .map(|h| sa(lab.addr(h)))
+        .collect();
+    assert_eq!(report.up, expected, "{report:?}");
+    assert_eq!(report.probed, 254);
+    assert_eq!(report.timed_out, 254 - 6);
 }
 
 async fn next(changes: &mut tokio::sync::mpsc::Receiver<HostChange>) -> Option<HostChange> {

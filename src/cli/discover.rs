@@ -12,8 +12,9 @@ use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
 use taskdist::discovery::{
-    sweep_with, AvailableProber, HostChange, HostPool, IcmpConfig, IcmpProber, IcmpSocketKind,
-    Monitor, MonitorConfig, Prober, SweepConfig, TcpProber,
+    icmp_sweep, sweep_with, AvailableProber, HostChange, HostPool, IcmpConfig, IcmpProber,
+    IcmpSocketKind, IcmpSweepConfig, IcmpTimeout, Monitor, MonitorConfig, Prober, SweepConfig,
+    SweepReport, TcpProber,
 };
 
 /// How hosts are probed.
@@ -58,7 +59,9 @@ pub struct DiscoverArgs {
     #[arg(long, default_value_t = 3001, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Time to wait for one answer, in milliseconds [default: 1000, 2000 for available].
+    /// Time to wait for one answer, in milliseconds [default: icmp: adaptive, from measured
+    /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s);
+    /// tcp: the same from measured connect times; available: 2000]. Given, it is fixed.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
 
@@ -71,9 +74,10 @@ pub struct DiscoverArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: Option<u64>,
 
-    /// Most probes started per second; 0 does not pace.
-    #[arg(long, default_value_t = 100_000)]
-    pub rate: u32,
+    /// Most probes started per second; 0 does not pace [default: icmp: not paced (bounded by
+    /// the window); tcp and available: 100000].
+    #[arg(long)]
+    pub rate: Option<u32>,
 
     /// Refuse pools with more addresses than this (2^24 = one IPv4 /8 by default).
     #[arg(long, default_value_t = 1 << 24)]
@@ -133,7 +137,10 @@ fn build_prober(args: &DiscoverArgs) -> anyhow::Result<Arc<dyn Prober>> {
             );
             Arc::new(prober)
         }
-        ProbeKind::Tcp => Arc::new(TcpProber::new(timeout(1000))),
+        ProbeKind::Tcp => Arc::new(match args.timeout_ms {
+            Some(ms) => TcpProber::new(Duration::from_millis(ms)),
+            None => TcpProber::adaptive(IcmpTimeout::DEFAULT_ADAPTIVE),
+        }),
         ProbeKind::Available => Arc::new(AvailableProber::new(timeout(2000))),
     })
 }
@@ -153,7 +160,11 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         window: args
             .window
             .map(|w| usize::try_from(w).unwrap_or(usize::MAX)),
-        rate_per_sec: (args.rate > 0).then_some(args.rate),
+        rate_per_sec: match args.rate {
+            Some(0) => None,
+            Some(r) => Some(r),
+            None => Some(100_000),
+        },
         retries: args.retries,
     };
     let cancel = CancellationToken::new();
@@ -188,6 +199,9 @@ async fn sweep_once(
     sweep_cfg: SweepConfig,
     cancel: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    if args.probe == ProbeKind::Icmp {
+        return icmp_once(args, pool, sweep_cfg, cancel);
+    }
     let prober = build_prober(&args)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -202,6 +216,58 @@ async fn sweep_once(
         }
     })
     .await;
+    finish(report, out, write_error, kind, sort)
+}
+
+/// A one-shot ICMP sweep: the dedicated sender/receiver engine ([`icmp_sweep`]).
+fn icmp_once(
+    args: DiscoverArgs,
+    pool: HostPool,
+    sweep_cfg: SweepConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let cfg = IcmpSweepConfig {
+        timeout: match args.timeout_ms {
+            Some(ms) => IcmpTimeout::Fixed(Duration::from_millis(ms)),
+            None => IcmpTimeout::DEFAULT_ADAPTIVE,
+        },
+        retries: args.retries,
+        window: sweep_cfg.window,
+        rate_per_sec: match args.rate {
+            Some(0) | None => None,
+            Some(r) => Some(r),
+        },
+        recv_buffer_bytes: (args.recv_buffer > 0).then_some(args.recv_buffer),
+        sock_type: match args.socket {
+            SocketKind::Auto => IcmpSocketKind::Auto,
+            SocketKind::Raw => IcmpSocketKind::Raw,
+            SocketKind::Dgram => IcmpSocketKind::Datagram,
+        },
+        filter_echo_replies: !args.no_icmp_filter,
+        ..IcmpSweepConfig::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_error = None;
+    let sort = args.sort;
+    let report = icmp_sweep(pool.iter(), &cfg, &cancel, |addr, result| {
+        if result.is_up() && !sort && write_error.is_none() {
+            if let Err(e) = writeln!(out, "{}", addr.ip()) {
+                write_error = Some(e);
+            }
+        }
+    })
+    .context("ICMP probing is not possible here")?;
+    finish(report, out, write_error, ProbeKind::Icmp, sort)
+}
+
+fn finish(
+    report: SweepReport,
+    mut out: std::io::BufWriter<std::io::StdoutLock<'_>>,
+    write_error: Option<std::io::Error>,
+    kind: ProbeKind,
+    sort: bool,
+) -> anyhow::Result<ExitCode> {
     if sort {
         for addr in &report.up {
             writeln!(out, "{}", show(*addr, kind)).context("cannot write to stdout")?;

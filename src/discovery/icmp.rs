@@ -188,7 +188,7 @@ fn open_family(kind: ICMP, cfg: &IcmpConfig) -> Result<Family, String> {
 
 /// Requests a receive buffer of `bytes`: first with `SO_RCVBUFFORCE` (root or
 /// `CAP_NET_ADMIN`, not capped by `net.core.rmem_max`), else with `SO_RCVBUF`.
-fn enlarge_recv_buffer(fd: std::os::fd::RawFd, bytes: usize) {
+pub(super) fn enlarge_recv_buffer(fd: std::os::fd::RawFd, bytes: usize) {
     #[cfg(target_os = "linux")]
     match linux::force_recv_buffer(fd, bytes) {
         Ok(()) => return,
@@ -200,6 +200,9 @@ fn enlarge_recv_buffer(fd: std::os::fd::RawFd, bytes: usize) {
         tracing::warn!("cannot enlarge the ICMP receive buffer to {bytes} bytes: {e}");
     }
 }
+
+#[cfg(target_os = "linux")]
+pub(super) use linux::only_echo_replies;
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -253,7 +256,7 @@ mod linux {
     /// Lets only echo replies into a raw ICMP socket. A raw socket otherwise receives every
     /// ICMP packet of the host, on loopback including a copy of each request it sends, which
     /// doubles the load on its receive buffer.
-    pub(super) fn only_echo_replies(fd: RawFd, kind: ICMP) -> io::Result<()> {
+    pub(crate) fn only_echo_replies(fd: RawFd, kind: ICMP) -> io::Result<()> {
         match kind {
             ICMP::V4 => {
                 // A set bit blocks that type.

@@ -5,6 +5,8 @@
 //! - [`Prober`] checks one address: [`IcmpProber`] (echo via surge-ping), [`TcpProber`]
 //!   (connect), [`AvailableProber`] (the target protocol's AVAILABLE handshake) and
 //!   [`ScriptedProber`] (answers from a script, for tests).
+//! - [`icmp_sweep`] sweeps with ICMP echo on a dedicated sender and receiver thread, with
+//!   adaptive timeouts ([`IcmpTimeout`]); `taskdist discover` uses it for one-shot ICMP sweeps.
 //! - [`sweep`] / [`sweep_with`] probe a pool once: a paced sliding window of probes in flight
 //!   over the lazy iterator, with retries of unanswered addresses.
 //! - [`Monitor`] watches a pool during a run and streams [`HostChange`]s; silent hosts are
@@ -27,6 +29,7 @@
 
 mod backoff;
 mod icmp;
+mod icmp_sweep;
 mod monitor;
 mod pool;
 mod probe;
@@ -34,6 +37,7 @@ mod sweep;
 
 pub use backoff::Backoff;
 pub use icmp::{IcmpConfig, IcmpError, IcmpProber, IcmpSocketKind};
+pub use icmp_sweep::{icmp_sweep, IcmpSweepConfig, IcmpTimeout};
 pub use monitor::{HostChange, HostState, Monitor, MonitorConfig, MonitorHandle};
 pub use pool::{HostIter, HostPool, PoolError, DEFAULT_MAX_HOSTS};
 pub use probe::{

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::icmp_sweep::RttEstimator;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,24 +92,54 @@ fn classify_io_error(e: &io::Error) -> ProbeResult {
 
 /// Probes by opening a TCP connection to the address's port: up when the connection is
 /// accepted. The connection is closed right away without sending anything.
+///
+/// [`TcpProber::new`] waits a fixed time; [`TcpProber::adaptive`] derives the timeout from the
+/// connect times measured so far (accepted and refused connections both count), like the ICMP
+/// engine ([`super::IcmpTimeout`]).
 #[derive(Debug, Clone)]
 pub struct TcpProber {
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take (with an adaptive timeout: the initial value).
     pub timeout: Duration,
+    adaptive: Option<Arc<Mutex<RttEstimator>>>,
 }
 
 impl Default for TcpProber {
     fn default() -> Self {
-        TcpProber {
-            timeout: Duration::from_secs(1),
-        }
+        TcpProber::new(Duration::from_secs(1))
     }
 }
 
 impl TcpProber {
-    /// A TCP prober with the given connect timeout.
+    /// A TCP prober with the given, fixed connect timeout.
     pub fn new(timeout: Duration) -> Self {
-        TcpProber { timeout }
+        TcpProber {
+            timeout,
+            adaptive: None,
+        }
+    }
+
+    /// A TCP prober whose timeout adapts to measured connect times (`timeout` must be an
+    /// [`IcmpTimeout::Adaptive`](super::IcmpTimeout::Adaptive); a fixed one stays fixed).
+    pub fn adaptive(timeout: super::IcmpTimeout) -> Self {
+        let est = RttEstimator::new(timeout);
+        TcpProber {
+            timeout: est.current(),
+            adaptive: Some(Arc::new(Mutex::new(est))),
+        }
+    }
+
+    /// The timeout the next probe uses.
+    pub fn current_timeout(&self) -> Duration {
+        match &self.adaptive {
+            None => self.timeout,
+            Some(est) => est.lock().unwrap_or_else(|e| e.into_inner()).current(),
+        }
+    }
+
+    fn sample(&self, rtt: Duration) {
+        if let Some(est) = &self.adaptive {
+            est.lock().unwrap_or_else(|e| e.into_inner()).sample(rtt);
+        }
     }
 }
 
@@ -115,13 +147,18 @@ impl TcpProber {
 impl Prober for TcpProber {
     async fn probe(&self, addr: SocketAddr) -> ProbeResult {
         let start = Instant::now();
-        match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
-            Err(_) => ProbeResult::Timeout,
-            Ok(Err(e)) => classify_io_error(&e),
-            Ok(Ok(_stream)) => ProbeResult::Up {
-                rtt: start.elapsed(),
-            },
+        let result =
+            match tokio::time::timeout(self.current_timeout(), TcpStream::connect(addr)).await {
+                Err(_) => ProbeResult::Timeout,
+                Ok(Err(e)) => classify_io_error(&e),
+                Ok(Ok(_stream)) => ProbeResult::Up {
+                    rtt: start.elapsed(),
+                },
+            };
+        if matches!(result, ProbeResult::Up { .. } | ProbeResult::Refused) {
+            self.sample(start.elapsed());
         }
+        result
     }
 
     fn name(&self) -> &'static str {
