@@ -532,7 +532,12 @@ async fn owner_controls_drain_quarantine_release_pause_and_groups() {
     // Pause: nothing new finishes after the running attempts end; resume: it goes on.
     h.pause();
     assert!(h.is_paused());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Attempts started before the pause end (finished or stopped); then nothing moves.
+    wait_until("the attempts running at the pause to end", || {
+        let s = rec.seen();
+        s.starts.len() == s.finished_on.len() + s.stopped.len()
+    })
+    .await;
     let paused_at = rec.seen().finished_on.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

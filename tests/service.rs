@@ -250,8 +250,20 @@ async fn api_end_to_end() {
     .await;
     let e = client.act(long.id, "pause").await.unwrap();
     assert_eq!(e.state, ExperimentState::Paused);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let at = client.experiment(long.id).await.unwrap().done;
+    // Wait until no attempt runs: two reads more than one figure refresh (500 ms) apart,
+    // both idle with the same count.
+    let mut last = None;
+    let at = wait_for("the paused experiment idle", async || {
+        let e = client.experiment(long.id).await.unwrap();
+        let now = (e.running, e.done);
+        let settled = now.0 == 0 && last == Some(now);
+        last = Some(now);
+        if !settled {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        settled.then_some(now.1)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         client.experiment(long.id).await.unwrap().done,
