@@ -531,18 +531,7 @@ where
     let mut report = SweepReport::default();
 
     let mut finish = |report: &mut SweepReport, addr: SocketAddr, result: ProbeResult| {
-        report.probed += 1;
-        match &result {
-            ProbeResult::Up { .. } => report.up.push(addr),
-            ProbeResult::Timeout => report.timed_out += 1,
-            ProbeResult::Error(e) => {
-                report.negative += 1;
-                if report.first_error.is_none() {
-                    report.first_error = Some(e.clone());
-                }
-            }
-            _ => report.negative += 1,
-        }
+        report.tally(addr, &result);
         on_result(addr, &result);
     };
 

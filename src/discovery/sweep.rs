@@ -77,6 +77,24 @@ pub struct SweepReport {
     pub cancelled: bool,
 }
 
+impl SweepReport {
+    /// Count the final result of one address.
+    pub(crate) fn tally(&mut self, addr: SocketAddr, result: &ProbeResult) {
+        self.probed += 1;
+        match result {
+            ProbeResult::Up { .. } => self.up.push(addr),
+            ProbeResult::Timeout => self.timed_out += 1,
+            ProbeResult::Error(e) => {
+                self.negative += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e.clone());
+                }
+            }
+            _ => self.negative += 1,
+        }
+    }
+}
+
 /// Spaces probe starts `1/rate` apart, allowing a small burst after idle time.
 #[derive(Debug)]
 struct Pacer {
@@ -216,18 +234,7 @@ where
                     retry.push_back((addr, attempt + 1));
                     continue;
                 }
-                report.probed += 1;
-                match &result {
-                    ProbeResult::Up { .. } => report.up.push(addr),
-                    ProbeResult::Timeout => report.timed_out += 1,
-                    ProbeResult::Error(e) => {
-                        report.negative += 1;
-                        if report.first_error.is_none() {
-                            report.first_error = Some(e.clone());
-                        }
-                    }
-                    _ => report.negative += 1,
-                }
+                report.tally(addr, &result);
                 on_result(addr, &result);
             }
             _ = pacer.ready(), if can_start => {}
