@@ -330,3 +330,43 @@ async fn adaptive_tcp_prober_learns_the_connect_time() {
     assert_eq!(prober.probe(closed).await, ProbeResult::Refused);
     assert_eq!(prober.current_timeout(), Duration::from_millis(20));
 }
+
+/// A monitor's ICMP rounds go through the batch engine: a loopback /20 comes up whole, and
+/// targets sharing one IP on different ports (QEMU instances behind one host) each come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_icmp_rounds_bring_up_every_address_including_shared_ips() {
+    let _turn = ICMP_TURN.lock().await;
+    let test = "monitor_icmp_rounds_bring_up_every_address_including_shared_ips";
+    let Some(prober) = icmp_or_skip(test) else {
+        return;
+    };
+    let pool = HostPool::parse(
+        [
+            "127.0.16.0/20",
+            "127.0.40.1:4001",
+            "127.0.40.1:4002",
+            "127.0.40.1:4003",
+        ],
+        3001,
+    )
+    .expect("valid pool");
+    let expected = pool.len();
+    let cancel = CancellationToken::new();
+    let (_handle, mut changes) =
+        Monitor::spawn(pool, prober, MonitorConfig::default(), cancel.clone());
+    let mut up = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (up.len() as u128) < expected {
+        let change = tokio::time::timeout_at(deadline, changes.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected} came up", up.len()))
+            .expect("monitor open");
+        if let HostChange::Up(a) = change {
+            assert!(up.insert(a), "{a} came up twice");
+        }
+    }
+    for port in [4001, 4002, 4003] {
+        assert!(up.contains(&format!("127.0.40.1:{port}").parse().unwrap()));
+    }
+    cancel.cancel();
+}

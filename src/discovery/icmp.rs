@@ -360,6 +360,16 @@ impl Prober for IcmpProber {
     /// request); between 64 and 16384. With the default 8 MiB request (16 MiB granted) that is
     /// 16384, so silent addresses, which hold a slot for the whole timeout, do not slow a
     /// sweep of a mostly empty range more than needed.
+    fn batch_icmp(&self) -> Option<super::IcmpSweepConfig> {
+        Some(super::IcmpSweepConfig {
+            recv_buffer_bytes: self.cfg.recv_buffer_bytes,
+            sock_type: self.cfg.sock_type,
+            payload_len: self.cfg.payload_len,
+            filter_echo_replies: self.cfg.filter_echo_replies,
+            ..super::IcmpSweepConfig::default()
+        })
+    }
+
     fn suggested_window(&self) -> usize {
         let Ok(family) = &self.v4 else { return 256 };
         let per_probe = if family.replies_only { 1024 } else { 2048 };

@@ -436,6 +436,9 @@ fn send_batch(
 /// State of an address being probed.
 struct Entry {
     addr: SocketAddr,
+    /// More addresses with the same IP (targets on one host, other ports): one probe answers
+    /// for all of them.
+    also: Vec<SocketAddr>,
     attempt: u32,
     /// The attempt the next send of this address makes.
     next_attempt: u32,
@@ -530,9 +533,11 @@ where
     let mut batch_dests: Vec<SockAddr> = Vec::with_capacity(SEND_BATCH);
     let mut report = SweepReport::default();
 
-    let mut finish = |report: &mut SweepReport, addr: SocketAddr, result: ProbeResult| {
-        report.tally(addr, &result);
-        on_result(addr, &result);
+    let mut finish = |report: &mut SweepReport, e: &Entry, result: ProbeResult| {
+        for addr in std::iter::once(e.addr).chain(e.also.iter().copied()) {
+            report.tally(addr, &result);
+            on_result(addr, &result);
+        }
     };
 
     loop {
@@ -589,7 +594,7 @@ where
                 if e.in_flight {
                     in_flight -= 1;
                 }
-                finish(&mut report, e.addr, ProbeResult::Up { rtt });
+                finish(&mut report, &e, ProbeResult::Up { rtt });
             }
         }
         // 2. Expire probes whose deadline lies before the drained instant.
@@ -621,7 +626,7 @@ where
                 retry.push_back(ip);
             } else {
                 let e = entries.remove(&ip).expect("present");
-                finish(&mut report, e.addr, ProbeResult::Timeout);
+                finish(&mut report, &e, ProbeResult::Timeout);
             }
         }
         // 3. Send what the window and the pacer allow, in batches of one `sendmmsg` call
@@ -644,12 +649,20 @@ where
                     break;
                 } else {
                     match addrs.next() {
-                        Some(a) if entries.contains_key(&a.ip()) => continue,
+                        Some(a) if entries.contains_key(&a.ip()) => {
+                            if let Some(e) = entries.get_mut(&a.ip()) {
+                                if e.addr != a && !e.also.contains(&a) {
+                                    e.also.push(a);
+                                }
+                            }
+                            continue;
+                        }
                         Some(a) => {
                             entries.insert(
                                 a.ip(),
                                 Entry {
                                     addr: a,
+                                    also: Vec::new(),
                                     attempt: 0,
                                     next_attempt: 0,
                                     first_sent: now,
@@ -677,7 +690,7 @@ where
                         retry.pop_front();
                         let e = entries.remove(&ip).expect("present");
                         let msg = format!("no ICMP socket for {}: {err}", e.addr.ip());
-                        finish(&mut report, e.addr, ProbeResult::Error(msg));
+                        finish(&mut report, &e, ProbeResult::Error(msg));
                         continue;
                     }
                 };
@@ -747,7 +760,7 @@ where
                         }
                         _ => ProbeResult::Error(format!("ping {}: {err}", e.addr.ip())),
                     };
-                    finish(&mut report, e.addr, result);
+                    finish(&mut report, &e, result);
                     rest = n + 1;
                 }
             }

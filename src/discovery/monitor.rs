@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::icmp_sweep::icmp_sweep;
 use super::pool::HostPool;
 use super::probe::{ProbeResult, Prober};
 use super::sweep::{sweep_with, SweepConfig};
@@ -365,13 +366,55 @@ async fn run(
             );
             let sweep_cfg = cfg.sweep.clone();
             tokio::spawn(async move {
-                let unseen = pool.iter().filter(|a| !inner2.lock().hosts.contains_key(a));
-                let report = sweep_with(unseen, prober, &sweep_cfg, &c2, |addr, r| {
-                    if r.is_up() {
-                        let _ = tx2.send(RoundMsg::Up(addr));
+                // ICMP rounds go through the batch engine (replies read while sending,
+                // adaptive timeouts) on a blocking thread; other probes one at a time.
+                let batched = match prober.batch_icmp() {
+                    Some(mut ecfg) => {
+                        ecfg.retries = sweep_cfg.retries;
+                        ecfg.rate_per_sec = sweep_cfg.rate_per_sec;
+                        ecfg.window = sweep_cfg.window;
+                        let (pool, inner3, tx3, c3) = (
+                            Arc::clone(&pool),
+                            Arc::clone(&inner2),
+                            tx2.clone(),
+                            c2.clone(),
+                        );
+                        let swept = tokio::task::spawn_blocking(move || {
+                            let unseen =
+                                pool.iter().filter(|a| !inner3.lock().hosts.contains_key(a));
+                            icmp_sweep(unseen, &ecfg, &c3, |addr, r| {
+                                if r.is_up() {
+                                    let _ = tx3.send(RoundMsg::Up(addr));
+                                }
+                            })
+                        })
+                        .await;
+                        match swept {
+                            Ok(Ok(report)) => Some(report),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "ICMP sweep engine unavailable; probing one address at a time");
+                                None
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ICMP sweep failed; probing one address at a time");
+                                None
+                            }
+                        }
                     }
-                })
-                .await;
+                    None => None,
+                };
+                let report = match batched {
+                    Some(r) => r,
+                    None => {
+                        let unseen = pool.iter().filter(|a| !inner2.lock().hosts.contains_key(a));
+                        sweep_with(unseen, prober, &sweep_cfg, &c2, |addr, r| {
+                            if r.is_up() {
+                                let _ = tx2.send(RoundMsg::Up(addr));
+                            }
+                        })
+                        .await
+                    }
+                };
                 tracing::debug!(?report.elapsed, up = report.up.len(), "monitor round done");
                 let _ = tx2.send(RoundMsg::Done);
             });

@@ -74,6 +74,16 @@ pub trait Prober: Send + Sync + 'static {
     fn suggested_window(&self) -> usize {
         256
     }
+
+    /// For an ICMP echo prober: the settings with which whole sweeps (a [`Monitor`]'s rounds
+    /// over unseen addresses) go through the batch engine [`icmp_sweep`] instead of one probe
+    /// at a time. `None` (the default) probes one address at a time.
+    ///
+    /// [`Monitor`]: super::Monitor
+    /// [`icmp_sweep`]: super::icmp_sweep
+    fn batch_icmp(&self) -> Option<super::IcmpSweepConfig> {
+        None
+    }
 }
 
 fn classify_io_error(e: &io::Error) -> ProbeResult {
