@@ -335,6 +335,9 @@ async fn emit(
     }
 }
 
+/// Most messages of a round taken in one go.
+const ROUND_BATCH: usize = 4096;
+
 async fn run(
     inner: Arc<Inner>,
     pool: HostPool,
@@ -453,39 +456,50 @@ async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            msg = round_rx.recv() => match msg {
-                Some(RoundMsg::Up(addr)) => {
-                    let state = if cfg.lease_on_up { HostState::Leased } else { HostState::Watched };
-                    let fresh = {
-                        let mut shared = inner.lock();
-                        if shared.hosts.contains_key(&addr) {
-                            false
-                        } else {
-                            let generation = shared.generation;
-                            shared.hosts.insert(addr, Entry {
-                                state,
-                                next_check: Instant::now() + cfg.recheck_interval,
-                                checking: false,
-                                generation,
-                            });
-                            true
+            msg = round_rx.recv() => {
+                // Take what the round has queued in one go (bounded): the scan for due checks
+                // above then runs once per batch, not once per host that came up.
+                let mut next = msg;
+                for _ in 0..ROUND_BATCH {
+                    match next {
+                        Some(RoundMsg::Up(addr)) => {
+                            let state = if cfg.lease_on_up { HostState::Leased } else { HostState::Watched };
+                            let fresh = {
+                                let mut shared = inner.lock();
+                                if shared.hosts.contains_key(&addr) {
+                                    false
+                                } else {
+                                    let generation = shared.generation;
+                                    shared.hosts.insert(addr, Entry {
+                                        state,
+                                        next_check: Instant::now() + cfg.recheck_interval,
+                                        checking: false,
+                                        generation,
+                                    });
+                                    true
+                                }
+                            };
+                            if fresh && !emit(&tx, HostChange::Up(addr), &cancel).await {
+                                break 'outer;
+                            }
                         }
-                    };
-                    if fresh && !emit(&tx, HostChange::Up(addr), &cancel).await {
-                        break 'outer;
+                        Some(RoundMsg::Done) => {
+                            round_running = false;
+                            inner.progress.send_modify(|(rounds, _)| *rounds += 1);
+                            let delay = cfg
+                                .round_backoff
+                                .delay_with_jitter(rounds_started.saturating_sub(1), &mut rng);
+                            next_round = Instant::now() + delay;
+                        }
+                        // round_tx lives in this function, so the channel cannot close.
+                        None => break 'outer,
+                    }
+                    match round_rx.try_recv() {
+                        Ok(m) => next = Some(m),
+                        Err(_) => break,
                     }
                 }
-                Some(RoundMsg::Done) => {
-                    round_running = false;
-                    inner.progress.send_modify(|(rounds, _)| *rounds += 1);
-                    let delay = cfg
-                        .round_backoff
-                        .delay_with_jitter(rounds_started.saturating_sub(1), &mut rng);
-                    next_round = Instant::now() + delay;
-                }
-                // round_tx lives in this function, so the channel cannot close.
-                None => break,
-            },
+            }
             done = checks.join_next(), if !checks.is_empty() => {
                 let Some(Ok((addr, generation, result))) = done else {
                     if let Some(Err(e)) = done {
