@@ -13,6 +13,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "postgres")]
+pub mod cluster;
 pub mod discovery;
 pub mod distributor;
 pub mod pool;

@@ -85,6 +85,9 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Print one variant of a result directory: its task-set and its jobs, as tables.
     Show(cli::report::ShowArgs),
+    /// Write a shared experiment's results from a PostgreSQL store (`taskdist run --store`)
+    /// as the files of a local run.
+    Export(cli::store::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
             Command::Results(args) => cli::service::results(args).await,
             Command::Report(args) => cli::report::run(args).await,
             Command::Show(args) => cli::report::show(args).await,
+            Command::Export(args) => cli::store::export(args).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@ pub mod report;
 pub mod run;
 pub mod service;
 pub mod sim;
+pub mod store;
 
 use taskdist::discovery::PoolError;
 use taskdist::distributor::{DistributorError, LedgerError};

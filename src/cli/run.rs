@@ -151,6 +151,25 @@ pub struct RunArgs {
     /// events after CLEAR. Targets that answer GET_LIVE (and every v3 target) need no wait.
     #[arg(long, default_value_t = 1500, value_name = "MS")]
     pub drain_window_ms: u64,
+
+    /// Share the experiment with other taskdist processes through PostgreSQL
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`): work is claimed in leased chunks
+    /// and results go to the database instead of --out (get files with `taskdist export`).
+    /// The first process creates the experiment, the others attach to it. Prints
+    /// `experiment ID` at the start
+    #[arg(long, value_name = "URL", env = "TASKDIST_STORE", hide_env_values = true, conflicts_with_all = ["resume", "shard"])]
+    pub store: Option<String>,
+
+    /// With --store: the experiment's id (default: derived from the spec's name and its
+    /// fingerprint, so processes given the same spec, seed and --limit meet). An id that
+    /// exists with another spec is refused
+    #[arg(long, value_name = "ID", requires = "store")]
+    pub experiment: Option<String>,
+
+    /// With --store: how long a claimed chunk of work stays leased without renewal; a
+    /// process silent for longer loses its chunks to the others
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
+    pub lease: Duration,
 }
 
 /// A duration such as `90s`, `30m`, `2h`, `500ms`, or a whole number of seconds.
@@ -275,30 +294,30 @@ fn load_admission(path: &PathBuf) -> anyhow::Result<AdmissionControl> {
 }
 
 /// One experiment of a `taskdist run`, checked before any result directory is touched.
-struct ExpPlan {
-    name: String,
-    workload: Workload,
-    selection: Selection,
-    priority: i64,
-    weight: f64,
-    requires: Selector,
+pub(super) struct ExpPlan {
+    pub(super) name: String,
+    pub(super) workload: Workload,
+    pub(super) selection: Selection,
+    pub(super) priority: i64,
+    pub(super) weight: f64,
+    pub(super) requires: Selector,
     /// Its result directory (`--out`/`--resume`, or DIR/NAME in an experiments file).
     dir: PathBuf,
 }
 
 /// Everything `taskdist run` needs, checked before the result directory is touched.
-struct Plan {
-    experiments: Vec<ExpPlan>,
+pub(super) struct Plan {
+    pub(super) experiments: Vec<ExpPlan>,
     /// Whether the experiments came from an experiments file.
-    batch: bool,
-    binaries: Binaries,
-    kinds: Vec<LibHandlerKind>,
-    sim_groups: Vec<SimGroup>,
-    pool_file: Option<PoolFile>,
-    strategy: Arc<dyn strategy::Strategy>,
+    pub(super) batch: bool,
+    pub(super) binaries: Binaries,
+    pub(super) kinds: Vec<LibHandlerKind>,
+    pub(super) sim_groups: Vec<SimGroup>,
+    pub(super) pool_file: Option<PoolFile>,
+    pub(super) strategy: Arc<dyn strategy::Strategy>,
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(super) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -579,6 +598,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut session = SessionConfig::for_dialect(args.dialect);
     session.silence_margin = Duration::from_secs(args.silence);
     session.drain_window = Duration::from_millis(args.drain_window_ms);
+    if let Some(url) = args.store.clone() {
+        return super::store::run(&args, plan, session, &url).await;
+    }
 
     // The result directories: locked, checked, and on resume repaired.
     let opts = if args.retry_bad {
@@ -824,7 +846,7 @@ pub(crate) async fn start_sim_groups(
 }
 
 /// The end-of-run report of one experiment.
-fn report(s: &MetricsSnapshot, kinds: &[LibHandlerKind], batch: bool) {
+pub(super) fn report(s: &MetricsSnapshot, kinds: &[LibHandlerKind], batch: bool) {
     if s.targets.is_empty() {
         return;
     }
@@ -898,7 +920,7 @@ fn shell_word(s: &str) -> String {
 
 /// First Ctrl-C or SIGTERM: stop gracefully (in-flight variants are requeued and stay out of
 /// the ledger). Second: abort at once; the ledger still allows a correct resume.
-async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>) {
+pub(super) async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>) {
     let say = |msg: &str| match &bar {
         Some(b) => b.suspend(|| eprintln!("{msg}")),
         None => eprintln!("{msg}"),
@@ -959,7 +981,7 @@ fn progress_line(snaps: &[MetricsSnapshot]) -> (u64, Option<u64>, String) {
     (pos, planned, msg)
 }
 
-async fn show_progress(
+pub(super) async fn show_progress(
     metrics: Vec<Arc<Metrics>>,
     bar: Option<ProgressBar>,
     verbose: bool,

@@ -109,6 +109,9 @@ pub enum LedgerError {
         /// Fingerprint of this run.
         expected: String,
     },
+    /// A shared result store failed.
+    #[error("result store: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A line could not be read.
     #[error(
         "{path}:{line}: expected `start-end` or an index, optionally after `b `, found {text:?}"
@@ -139,6 +142,42 @@ pub fn fingerprint(parts: &[&str]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// Where a run records which variants have an outcome, once their rows are flushed: the
+/// ledger file of a result directory, or a shared store
+/// ([`cluster`](crate::cluster), with the `postgres` feature).
+#[async_trait::async_trait]
+pub trait OutcomeLog: Send + 'static {
+    /// Record the outcomes `(index, bad)` of `batch`, whose rows every handler has flushed;
+    /// `last` is the run's final call. Called once per flush interval, also with an empty
+    /// batch (a log may retry what it could not write earlier).
+    async fn record(&mut self, batch: Vec<(u64, bool)>, last: bool) -> Result<(), LedgerError>;
+}
+
+/// A ledger file as an [`OutcomeLog`]: its writes and fsyncs run on a blocking thread.
+pub(crate) struct FileLog(pub(crate) Option<Ledger>);
+
+#[async_trait::async_trait]
+impl OutcomeLog for FileLog {
+    async fn record(&mut self, mut batch: Vec<(u64, bool)>, last: bool) -> Result<(), LedgerError> {
+        if batch.is_empty() && !last {
+            return Ok(());
+        }
+        let Some(mut l) = self.0.take() else {
+            return Err(LedgerError::Store("the ledger failed earlier".into()));
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let r = l
+                .append_outcomes(&mut batch)
+                .and_then(|()| if last { l.sync() } else { Ok(()) });
+            (l, r)
+        })
+        .await
+        .map_err(|e| LedgerError::Store(format!("ledger writer: {e}").into()))?;
+        self.0 = Some(written.0);
+        written.1
+    }
 }
 
 /// An open ledger, appending outcomes.

@@ -48,7 +48,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ledger::{fingerprint, Ledger, LedgerError, Outcomes, LEDGER_FILE};
+pub(crate) use ledger::FileLog;
+pub use ledger::{fingerprint, Ledger, LedgerError, OutcomeLog, Outcomes, LEDGER_FILE};
 pub use metrics::{Metrics, MetricsSnapshot, TargetState, TargetStats};
 pub use probe::ProbeKind;
 pub use queue::Selection;

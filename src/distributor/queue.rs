@@ -63,6 +63,19 @@ struct State {
     retry: VecDeque<Job>,
     in_flight: u64,
     closed: bool,
+    /// Set when fresh work comes only from grants (a shared store hands out chunks).
+    gate: Option<Gate>,
+}
+
+/// Fresh work of a gated queue: chunks of indices granted by a shared store.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Granted index ranges `[first, end)`, in the order granted; the front is being taken.
+    grants: VecDeque<(u64, u64)>,
+    /// Indices of revoked chunks: their jobs are dropped (another process owns them now).
+    revoked: RangeSet,
+    /// No grant will come any more: the queue ends when the granted work is done.
+    finished: bool,
 }
 
 /// The queue shared by all workers of a run.
@@ -106,9 +119,81 @@ impl WorkQueue {
                 retry: VecDeque::new(),
                 in_flight: 0,
                 closed: false,
+                gate: None,
             }),
             changed,
         }
+    }
+
+    /// A queue whose fresh work is granted chunk by chunk ([`WorkQueue::grant`]) and that
+    /// ends only after [`WorkQueue::finish`].
+    pub fn gated(changed: Arc<Notify>) -> Self {
+        let q = Self::with_notify(None, Selection::default(), RangeSet::default(), changed);
+        q.lock().gate = Some(Gate::default());
+        q
+    }
+
+    /// Grant the indices `first..end` of a gated queue; those in `done` already have an
+    /// outcome and are skipped.
+    pub fn grant(&self, first: u64, end: u64, done: &RangeSet) {
+        let mut s = self.lock();
+        for (a, b) in done.ranges() {
+            if b >= first && a < end {
+                s.done.insert_range(a.max(first), b.min(end - 1));
+            }
+        }
+        if let Some(g) = s.gate.as_mut() {
+            if first < end {
+                g.grants.push_back((first, end));
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Revoke the chunk `first..end` of a gated queue: its queued jobs are dropped, and so
+    /// are its running ones when they come back for a retry.
+    pub fn revoke(&self, first: u64, end: u64) {
+        if first >= end {
+            return;
+        }
+        let mut s = self.lock();
+        let State { gate, retry, .. } = &mut *s;
+        if let Some(g) = gate.as_mut() {
+            g.revoked.insert_range(first, end - 1);
+            g.grants.retain(|&(a, b)| !(a >= first && b <= end));
+            retry.retain(|j| !(j.index >= first && j.index < end));
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// No more grants: a gated queue ends once its granted work is done.
+    pub fn finish(&self) {
+        let mut s = self.lock();
+        if let Some(g) = s.gate.as_mut() {
+            g.finished = true;
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Granted indices not yet handed out (0 for an ungated queue).
+    pub fn fresh_granted(&self) -> u64 {
+        let s = self.lock();
+        let Some(g) = s.gate.as_ref() else { return 0 };
+        g.grants
+            .iter()
+            .map(|&(a, b)| {
+                let mut n = b - a;
+                for (x, y) in s.done.ranges() {
+                    if y >= a && x < b {
+                        n -= y.min(b - 1) - x.max(a) + 1;
+                    }
+                }
+                n
+            })
+            .sum()
     }
 
     /// Variants waiting to be handed out: requeued ones plus the fresh positions left (an
@@ -117,6 +202,10 @@ impl WorkQueue {
         let s = self.lock();
         if s.closed {
             return 0;
+        }
+        if let Some(g) = s.gate.as_ref() {
+            let fresh: u64 = g.grants.iter().map(|&(a, b)| b - a).sum();
+            return s.retry.len() as u64 + fresh;
         }
         let (k, n) = s.sel.shard.unwrap_or((0, 1));
         let end = match (s.len, s.sel.limit) {
@@ -159,7 +248,7 @@ impl WorkQueue {
                 dispatched: None,
             }));
         }
-        if s.in_flight == 0 {
+        if s.in_flight == 0 && s.gate.as_ref().is_none_or(|g| g.finished) {
             s.closed = true;
             drop(s);
             self.changed.notify_waiters();
@@ -199,6 +288,14 @@ impl WorkQueue {
         job.queued_at = Some(Instant::now());
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if s.gate
+            .as_ref()
+            .is_some_and(|g| g.revoked.contains(job.index))
+        {
+            drop(s);
+            self.changed.notify_waiters();
+            return;
+        }
         s.retry.push_back(job);
         drop(s);
         self.changed.notify_waiters();
@@ -209,6 +306,19 @@ impl WorkQueue {
         let mut s = self.lock();
         if s.closed {
             return true;
+        }
+        let State { gate, done, .. } = &mut *s;
+        if let Some(g) = gate.as_mut() {
+            // Drop grants whose indices all have an outcome already.
+            g.grants
+                .retain(|&(a, b)| done.next_absent(a).is_some_and(|i| i < b));
+        }
+        if let Some(g) = s.gate.as_ref() {
+            if g.finished && g.grants.is_empty() && s.retry.is_empty() && s.in_flight == 0 {
+                s.closed = true;
+                return true;
+            }
+            return false;
         }
         if s.retry.is_empty() && s.in_flight == 0 {
             let save = s.next_pos;
@@ -244,6 +354,24 @@ impl WorkQueue {
 
 /// The next selected index that is not done, advancing the position.
 fn next_fresh(s: &mut State) -> Option<u64> {
+    if let Some(g) = s.gate.as_mut() {
+        while let Some(&(a, b)) = g.grants.front() {
+            match s.done.next_absent(a) {
+                Some(i) if i < b => {
+                    // Taken indices count as done for the scan; the front shrinks past them.
+                    g.grants[0].0 = i + 1;
+                    if i + 1 >= b {
+                        g.grants.pop_front();
+                    }
+                    return Some(i);
+                }
+                _ => {
+                    g.grants.pop_front();
+                }
+            }
+        }
+        return None;
+    }
     let (k, n) = s.sel.shard.unwrap_or((0, 1));
     loop {
         if s.sel.limit.is_some_and(|l| s.next_pos >= l) {
@@ -347,5 +475,32 @@ mod tests {
         assert_eq!(again.attempt, 2);
         q.complete(again.index);
         assert_eq!(q.take().await, Take::AllDone);
+    }
+
+    #[test]
+    fn gated_queue_takes_only_granted_work_and_ends_after_finish() {
+        let q = WorkQueue::gated(Arc::new(Notify::new()));
+        // Nothing granted yet: no job, but not done either.
+        assert_eq!(q.try_take(), None);
+        assert!(!q.all_done());
+        let mut done = RangeSet::default();
+        done.insert_range(12, 13);
+        q.grant(10, 15, &done);
+        assert_eq!(q.fresh_granted(), 3);
+        assert_eq!(drain(&q), vec![10, 11, 14]);
+        assert_eq!(q.try_take(), None, "waits for a grant until finished");
+        q.grant(20, 23, &RangeSet::default());
+        let Some(Take::Job(j)) = q.try_take() else {
+            panic!("expected a job")
+        };
+        assert_eq!(j.index, 20);
+        // The chunk 20..23 is taken over by another process: its queued and running jobs go.
+        q.revoke(20, 23);
+        assert_eq!(q.queued(), 0);
+        q.requeue(j);
+        assert_eq!(q.try_take(), None);
+        q.finish();
+        assert!(q.all_done());
+        assert_eq!(q.try_take(), Some(Take::AllDone));
     }
 }

@@ -21,7 +21,17 @@ use super::sched::{ExpId, Outcome, Scheduler};
 use super::PoolConfig;
 use crate::discovery::{HostChange, HostPool, Monitor, MonitorHandle};
 use crate::distributor::fanout::{FanoutSender, Msg};
-use crate::distributor::{DistributorError, Job, Ledger, Metrics, TargetState, WorkQueue};
+use crate::distributor::{DistributorError, Job, Metrics, OutcomeLog, TargetState, WorkQueue};
+
+/// Starts a shared store's feeder: `(queue, stopping, stop)` (see `cluster::Joined::feed`).
+pub(crate) type Feeder = Box<
+    dyn FnOnce(
+            Arc<WorkQueue>,
+            CancellationToken,
+            CancellationToken,
+        ) -> futures::future::BoxFuture<'static, Result<(), DistributorError>>
+        + Send,
+>;
 use crate::protocol::{Binaries, Dialect, Session, SessionConfig, TargetError};
 
 /// After this long without a target that can serve an experiment, say so.
@@ -810,9 +820,10 @@ pub(crate) async fn run_experiment(
     shared: Arc<Shared>,
     ctx: Arc<ExpCtx>,
     info: RunInfo,
-    ledger: Option<Ledger>,
+    ledger: Option<Box<dyn OutcomeLog>>,
     base: Baseline,
     spec: super::sched::ExpSpec,
+    feeder: Option<Feeder>,
 ) -> Result<RunSummary, DistributorError> {
     let started = base.started;
     let base = (base.done, base.bad, base.requeued, base.events);
@@ -827,6 +838,18 @@ pub(crate) async fn run_experiment(
     shared.changed.notify_waiters();
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(record(ctx.clone(), ledger, recorder_stop.clone()));
+    // A shared store hands out the work: its feeder claims chunks until the experiment
+    // stops, and keeps their leases until the last results are written.
+    let feeder_stop = CancellationToken::new();
+    let feeder = feeder.map(|f| {
+        let fctx = ctx.clone();
+        let fut = f(ctx.queue.clone(), ctx.cancel.clone(), feeder_stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                fctx.fail(e);
+            }
+        })
+    });
     warn_if_unservable(&shared, &ctx);
 
     let mut health = tokio::time::interval(HEALTH_CHECK);
@@ -895,7 +918,12 @@ pub(crate) async fn run_experiment(
     recorder_stop.cancel();
     let recorded = recorder
         .await
-        .map_err(|e| DistributorError::Internal(format!("recorder: {e}")))?;
+        .map_err(|e| DistributorError::Internal(format!("recorder: {e}")));
+    feeder_stop.cancel();
+    if let Some(f) = feeder {
+        let _ = f.await;
+    }
+    let recorded = recorded?;
     if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
@@ -1000,7 +1028,7 @@ fn give_up_note(ctx: &ExpCtx) -> String {
 /// cannot be recorded must not pile up for hours.
 async fn record(
     ctx: Arc<ExpCtx>,
-    mut ledger: Option<Ledger>,
+    mut ledger: Option<Box<dyn OutcomeLog>>,
     stop: CancellationToken,
 ) -> Result<(), DistributorError> {
     let mut tick = tokio::time::interval(ctx.flush_interval);
@@ -1010,37 +1038,19 @@ async fn record(
             _ = tick.tick() => false,
             _ = stop.cancelled() => true,
         };
-        let mut batch =
-            std::mem::take(&mut *ctx.unrecorded.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = std::mem::take(&mut *ctx.unrecorded.lock().unwrap_or_else(|p| p.into_inner()));
         if !batch.is_empty() || last {
             // Every message about `batch` was sent before this flush request.
             if let Err(e) = ctx.fanout.flush().await {
                 ctx.fail(e.into());
                 return Ok(());
             }
-            if let Some(mut l) = ledger.take() {
-                let written = tokio::task::spawn_blocking(move || {
-                    let r = l.append_outcomes(&mut batch).and_then(|()| {
-                        if last {
-                            l.sync()
-                        } else {
-                            Ok(())
-                        }
-                    });
-                    (l, r)
-                })
-                .await;
-                match written {
-                    Ok((l, Ok(()))) => ledger = Some(l),
-                    Ok((_, Err(e))) => {
-                        ctx.fail(e.into());
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        ctx.fail(DistributorError::Internal(format!("ledger writer: {e}")));
-                        return Ok(());
-                    }
-                }
+        }
+        // Called on every tick: a store may hold results back from an earlier call.
+        if let Some(l) = ledger.as_mut() {
+            if let Err(e) = l.record(batch, last).await {
+                ctx.fail(e.into());
+                return Ok(());
             }
         }
         if last {

@@ -65,8 +65,8 @@ pub use strategy::{Strategy, Verdict};
 use crate::discovery::{HostPool, MonitorConfig};
 use crate::distributor::fanout::{Fanout, FanoutSender, Msg};
 use crate::distributor::{
-    run_fingerprint, DistributorError, Ledger, LedgerConfig, Metrics, MetricsSnapshot, ProbeKind,
-    RangeSet, Selection, TargetState, TargetStats, WorkQueue, Workload,
+    run_fingerprint, DistributorError, FileLog, Ledger, LedgerConfig, Metrics, MetricsSnapshot,
+    ProbeKind, RangeSet, Selection, TargetState, TargetStats, WorkQueue, Workload,
 };
 use crate::protocol::{Binaries, SessionConfig};
 use engine::{Ctl, ExpCtx, GroupRt, Hold, Shared};
@@ -200,6 +200,10 @@ impl Pool {
     /// that can serve it, sharing them with the other experiments by priority and weight.
     pub fn submit(&self, exp: Experiment) -> Result<ExperimentHandle, DistributorError> {
         let mut exp = exp;
+        #[cfg(feature = "postgres")]
+        if let Some(j) = &exp.cluster {
+            exp.handlers.push(j.sink());
+        }
         let handlers = std::mem::take(&mut exp.handlers);
         let fanout = Fanout::spawn(handlers);
         let sender = fanout.sender();
@@ -247,20 +251,35 @@ impl Pool {
         let source = &workload.source;
         let len = source.variant_count();
         let fp = run_fingerprint(&workload, exp.selection);
-        let (ledger, done) = match &exp.ledger {
-            None => (None, RangeSet::default()),
-            Some(l) => {
-                std::fs::create_dir_all(&l.dir).map_err(|e| {
-                    DistributorError::Config(format!("cannot create {}: {e}", l.dir.display()))
-                })?;
-                if l.resume {
-                    let (ledger, done) = Ledger::resume(&l.dir, &fp)?;
-                    (Some(ledger), done)
-                } else {
-                    (Some(Ledger::create(&l.dir, &fp)?), RangeSet::default())
+        #[cfg(feature = "postgres")]
+        if exp.cluster.is_some() && exp.ledger.is_some() {
+            return Err(DistributorError::Config(
+                "an experiment records its outcomes either in a ledger or in a store, not both"
+                    .into(),
+            ));
+        }
+        let (ledger, done): (Option<Box<dyn crate::distributor::OutcomeLog>>, RangeSet) =
+            match &exp.ledger {
+                #[cfg(feature = "postgres")]
+                None if exp.cluster.is_some() => {
+                    (exp.cluster.as_ref().map(|j| j.log()), RangeSet::default())
                 }
-            }
-        };
+                None => (None, RangeSet::default()),
+                Some(l) => {
+                    std::fs::create_dir_all(&l.dir).map_err(|e| {
+                        DistributorError::Config(format!("cannot create {}: {e}", l.dir.display()))
+                    })?;
+                    if l.resume {
+                        let (ledger, done) = Ledger::resume(&l.dir, &fp)?;
+                        (Some(Box::new(FileLog(Some(ledger)))), done)
+                    } else {
+                        (
+                            Some(Box::new(FileLog(Some(Ledger::create(&l.dir, &fp)?)))),
+                            RangeSet::default(),
+                        )
+                    }
+                }
+            };
         let name = exp.name.unwrap_or_else(|| source.name());
         let planned = exp.selection.planned(len);
         let already = done.count();
@@ -290,12 +309,25 @@ impl Pool {
             command: exp.command.clone(),
             started_at: SystemTime::now(),
         };
-        let queue = Arc::new(WorkQueue::with_notify(
-            len,
-            exp.selection,
-            done,
-            self.shared.changed.clone(),
-        ));
+        #[allow(unused_mut)]
+        let mut feeder: Option<engine::Feeder> = None;
+        #[allow(unused_mut)]
+        let mut queue = None;
+        #[cfg(feature = "postgres")]
+        if let Some(j) = exp.cluster.clone() {
+            queue = Some(Arc::new(WorkQueue::gated(self.shared.changed.clone())));
+            feeder = Some(Box::new(move |q, stopping, stop| {
+                Box::pin(async move { j.feed(q, stopping, stop).await })
+            }));
+        }
+        let queue = queue.unwrap_or_else(|| {
+            Arc::new(WorkQueue::with_notify(
+                len,
+                exp.selection,
+                done,
+                self.shared.changed.clone(),
+            ))
+        });
         let needs_optimize = workload.admission.is_some();
         let binaries_id = binaries_id(&exp.binaries);
         let cancel = self.shared.cancel.child_token();
@@ -343,6 +375,7 @@ impl Pool {
             ledger,
             baseline,
             spec,
+            feeder,
         ));
         self.shared.changed.notify_waiters();
         Ok(ExperimentHandle {
@@ -607,6 +640,8 @@ pub struct Experiment {
     handlers: Vec<Box<dyn EventHandler>>,
     metrics: Option<Arc<Metrics>>,
     paused: bool,
+    #[cfg(feature = "postgres")]
+    cluster: Option<crate::cluster::Joined>,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -642,7 +677,19 @@ impl Experiment {
             handlers: Vec::new(),
             metrics: None,
             paused: false,
+            #[cfg(feature = "postgres")]
+            cluster: None,
         }
+    }
+
+    /// Share this experiment with other distributors through a store: its work comes in
+    /// chunks claimed from the store, and its results and outcomes are written there (in
+    /// place of a ledger and result files; see [`cluster`](crate::cluster)). The workload
+    /// and selection must be the ones `joined` was made with.
+    #[cfg(feature = "postgres")]
+    pub fn store(mut self, joined: crate::cluster::Joined) -> Self {
+        self.cluster = Some(joined);
+        self
     }
 
     /// An experiment over a spec's variants, with the spec's admission data, `priority`,

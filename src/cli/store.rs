@@ -1,0 +1,261 @@
+//! `taskdist run --store URL` (a shared experiment in PostgreSQL) and `taskdist export`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use taskdist::cluster::{ExperimentId, JoinOptions, PgStore, StoreError};
+use taskdist::distributor::{DistributorError, Metrics, ProbeKind};
+use taskdist::pool::{Experiment, Labels, Pool, PoolConfig, TargetGroup};
+use taskdist::protocol::SessionConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::run::{
+    new_bar, show_progress, start_sim_groups, stop_on_signals, usage, HandlerKind, Plan, RunArgs,
+};
+use super::{EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
+
+/// Connect, with the URL's problems reported as usage errors.
+async fn connect(url: &str) -> anyhow::Result<PgStore> {
+    match PgStore::connect(url).await {
+        Ok(s) => Ok(s),
+        Err(e @ StoreError::Url { .. }) => Err(usage(e.to_string())),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot use the store")),
+    }
+}
+
+/// `taskdist run ... --store URL`: join the shared experiment and work on it until every
+/// variant has an outcome (here or elsewhere).
+pub(super) async fn run(
+    args: &RunArgs,
+    mut plan: Plan,
+    session: SessionConfig,
+    url: &str,
+) -> anyhow::Result<ExitCode> {
+    if plan.batch || plan.experiments.len() != 1 {
+        return Err(usage(
+            "--store runs one spec; an experiments file is not supported with --store",
+        ));
+    }
+    let e = plan.experiments.remove(0);
+    let id = args
+        .experiment
+        .as_deref()
+        .map(str::parse::<ExperimentId>)
+        .transpose()
+        .map_err(|err| usage(format!("--experiment: {err}")))?;
+    let store = connect(url).await?.lease(args.lease);
+    let joined = store
+        .join(
+            &e.workload,
+            e.selection,
+            JoinOptions {
+                id,
+                name: Some(e.name.clone()),
+                priority: e.priority,
+                dialect: args.dialect.to_string(),
+                command: std::env::args().collect(),
+            },
+        )
+        .await
+        .map_err(|err| match err {
+            StoreError::Mismatch { .. } | StoreError::Invalid(_) => usage(err.to_string()),
+            other => anyhow::Error::new(other),
+        })?;
+    let exp_id = joined.id().clone();
+    println!("experiment {exp_id}");
+    tracing::info!(
+        "{} experiment {exp_id} in {url_shown} as {}",
+        if joined.created() {
+            "created"
+        } else {
+            "joined"
+        },
+        store.owner(),
+        url_shown = redact(url)
+    );
+
+    let clusters;
+    let mut groups: Vec<TargetGroup> = plan.pool_file.take().map(|f| f.groups).unwrap_or_default();
+    if !args.hosts.is_empty() {
+        groups.push(TargetGroup {
+            name: "hosts".into(),
+            hosts: args.hosts.clone(),
+            port: args.port,
+            dialect: args.dialect,
+            labels: Labels::new(),
+        });
+    }
+    let (c, g) = start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await?;
+    clusters = c;
+    groups.extend(g);
+    let mut pool_cfg = PoolConfig::default();
+    pool_cfg.groups = groups;
+    pool_cfg.session = session;
+    pool_cfg.strategy = plan.strategy.clone();
+    pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    pool_cfg.probe = match args.probe {
+        Some(p) => p,
+        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None => ProbeKind::default(),
+    };
+    let pool = Pool::start(pool_cfg)?;
+    let exp = Experiment::new(e.workload.clone())
+        .name(e.name.clone())
+        .priority(e.priority)
+        .weight(e.weight)
+        .requires(e.requires.clone())
+        .selection(e.selection)
+        .attempts(args.attempts)
+        .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
+        .binaries(plan.binaries.clone())
+        .command(std::env::args().collect())
+        .store(joined.clone());
+    let handle = pool.submit(exp)?;
+
+    let metrics: Vec<Arc<Metrics>> = vec![handle.metrics_handle()];
+    let verbose = tracing::enabled!(tracing::Level::INFO);
+    let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
+    let progress_stop = CancellationToken::new();
+    let progress = tokio::spawn(show_progress(
+        metrics.clone(),
+        bar.clone(),
+        verbose,
+        progress_stop.clone(),
+    ));
+    let signals = tokio::spawn(stop_on_signals(vec![handle.stop_token()], bar.clone()));
+    let result = handle.close().await;
+    progress_stop.cancel();
+    let _ = progress.await;
+    signals.abort();
+    pool.shutdown().await;
+    for c in clusters {
+        c.shutdown().await;
+    }
+    let here = metrics[0].snapshot();
+    let status = store.status(&exp_id).await;
+    if verbose {
+        eprintln!(
+            "this process: {} done, {} bad, {} results dropped (their chunks were taken over); {} database round trips",
+            here.done,
+            here.bad,
+            joined.rejected(),
+            store.round_trips()
+        );
+        match &status {
+            Ok(s) => eprintln!(
+                "experiment {exp_id}: {} done, {} bad of {}{}, by {} distributor(s)",
+                s.done,
+                s.bad,
+                s.planned
+                    .map_or("an endless space".to_owned(), |p| p.to_string()),
+                if s.complete { ", complete" } else { "" },
+                s.distributors
+            ),
+            Err(err) => eprintln!("experiment {exp_id}: status unavailable: {err}"),
+        }
+    }
+    match result {
+        Ok(t) if t.interrupted => {
+            eprintln!(
+                "interrupted: this process left the experiment; run the same command again to rejoin {exp_id}"
+            );
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+        Ok(_) => {
+            let bad = status.map(|s| s.bad > 0).unwrap_or(false);
+            Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }))
+        }
+        Err(DistributorError::GaveUp { waited }) => {
+            eprintln!(
+                "gave up: no usable target for {} s (--give-up-after); run the same command again to rejoin {exp_id}",
+                waited.as_secs()
+            );
+            Ok(ExitCode::from(EXIT_GAVE_UP))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(s, r)| r.split_once('@').map(|(a, h)| (s, a, h)))
+    {
+        Some((scheme, auth, host)) if auth.contains(':') => {
+            format!(
+                "{scheme}://{}:***@{host}",
+                auth.split(':').next().unwrap_or("")
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Write a shared experiment's results from the store as a local run's files.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  taskdist export --store postgres://taskdist@127.0.0.1/lab --experiment hey-0123456789abcdef --out results"
+)]
+pub struct ExportArgs {
+    /// The store (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`)
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TASKDIST_STORE",
+        hide_env_values = true
+    )]
+    pub store: String,
+
+    /// The experiment's id (as printed by `taskdist run --store`)
+    #[arg(long, value_name = "ID")]
+    pub experiment: String,
+
+    /// Directory to write; must not hold a run yet
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Result files to write (repeatable)
+    #[arg(long = "handler", value_enum, default_values_t = [HandlerKind::Csv])]
+    pub handlers: Vec<HandlerKind>,
+}
+
+/// Run `taskdist export`.
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let id: ExperimentId = args
+        .experiment
+        .parse()
+        .map_err(|e: StoreError| usage(format!("--experiment: {e}")))?;
+    let kinds: Vec<taskdist::HandlerKind> = args
+        .handlers
+        .iter()
+        .filter(|&&k| k != HandlerKind::Console)
+        .map(|&k| k.into())
+        .collect();
+    if kinds.is_empty() {
+        return Err(usage(
+            "--handler: give at least one file kind (csv, jsonl or sqlite)",
+        ));
+    }
+    let store = connect(&args.store).await?;
+    let s = store
+        .export(&id, &args.out, &kinds)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => usage(e.to_string()),
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| format!("export of {id} to {}", args.out.display()))?;
+    eprintln!(
+        "{} done, {} bad of {} written to {}",
+        s.done,
+        s.bad,
+        s.planned
+            .map_or("an endless space".to_owned(), |p| p.to_string()),
+        args.out.display()
+    );
+    Ok(ExitCode::from(EXIT_OK))
+}
