@@ -65,6 +65,8 @@ pub use export::ExportSummary;
 use rows::VariantRows;
 
 const SCHEMA: &str = include_str!("schema.sql");
+/// The version `schema.sql` writes into `taskdist.meta`.
+const SCHEMA_VERSION: i64 = 1;
 /// Advisory lock taken while the schema is created (any constant unlikely to clash).
 const SCHEMA_LOCK: i64 = 0x7461_736b_6469_7374;
 /// Size of the first chunk a distributor claims, before it knows its rate.
@@ -261,6 +263,18 @@ impl PgStore {
             }),
         };
         let mut client = store.inner.connect().await?;
+        let current = client
+            .query_opt(
+                "SELECT version FROM taskdist.meta WHERE to_regclass('taskdist.meta') IS NOT NULL",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.get::<_, i64>(0) == SCHEMA_VERSION);
+        if current {
+            return Ok(store);
+        }
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await?;
@@ -826,32 +840,38 @@ async fn feed(
                 let sent = Instant::now();
                 let tokens: Vec<i64> = state.held().values().map(|h| h.token).collect();
                 if !tokens.is_empty() {
-                    let kept: Vec<i64> = client
+                    // Finished chunks come back too (a write may have finished one since
+                    // the tokens were taken): they are done, not lost.
+                    let answered: Vec<(i64, bool)> = client
                         .query(
-                            "UPDATE taskdist.chunks SET lease_until = now() + make_interval(secs => $4) \
+                            "UPDATE taskdist.chunks SET lease_until = CASE WHEN finished \
+                               THEN lease_until ELSE now() + make_interval(secs => $4) END \
                              WHERE experiment = $1 AND owner = $2 AND token = ANY($3) \
-                               AND NOT finished AND lease_until > now() RETURNING token",
+                               AND (finished OR lease_until > now()) RETURNING token, finished",
                             &[&state.id, &store.owner, &tokens, &lease_s],
                         )
                         .await?
                         .iter()
-                        .map(|r| r.get(0))
+                        .map(|r| (r.get(0), r.get(1)))
                         .collect();
                     store.trip(1);
-                    let lost: Vec<u64> = {
+                    let (mut lost, mut done) = (Vec::new(), Vec::new());
+                    {
                         let mut held = state.held();
-                        let mut lost = Vec::new();
                         for (f, h) in held.iter_mut() {
-                            if kept.contains(&h.token) {
-                                h.valid_until = sent + lease;
-                            } else if tokens.contains(&h.token) {
-                                lost.push(*f);
+                            match answered.iter().find(|(t, _)| *t == h.token) {
+                                Some((_, false)) => h.valid_until = sent + lease,
+                                Some((_, true)) => done.push(*f),
+                                None if tokens.contains(&h.token) => lost.push(*f),
+                                None => {}
                             }
                         }
-                        lost
-                    };
+                    }
                     for f in lost {
                         state.drop_chunk(f, true);
+                    }
+                    for f in done {
+                        state.drop_chunk(f, false);
                     }
                 }
                 last_renew = sent;

@@ -105,3 +105,9 @@ CREATE TABLE IF NOT EXISTS taskdist.tasks (
     config text NOT NULL,
     PRIMARY KEY (experiment, variant, task_id)
 );
+
+-- The schema's version: a distributor that finds it current skips these statements (they
+-- would take table locks that conflict with the writes of running distributors).
+CREATE TABLE IF NOT EXISTS taskdist.meta (version bigint NOT NULL);
+DELETE FROM taskdist.meta;
+INSERT INTO taskdist.meta VALUES (1);

@@ -136,16 +136,21 @@ impl WorkQueue {
     /// Grant the indices `first..end` of a gated queue; those in `done` already have an
     /// outcome and are skipped.
     pub fn grant(&self, first: u64, end: u64, done: &RangeSet) {
+        if first >= end {
+            return;
+        }
         let mut s = self.lock();
+        // What the store says is done replaces what this queue thought (outcomes of a chunk
+        // revoked earlier may have been dropped).
+        s.done.remove_range(first, end - 1);
         for (a, b) in done.ranges() {
             if b >= first && a < end {
                 s.done.insert_range(a.max(first), b.min(end - 1));
             }
         }
         if let Some(g) = s.gate.as_mut() {
-            if first < end {
-                g.grants.push_back((first, end));
-            }
+            g.revoked.remove_range(first, end - 1);
+            g.grants.push_back((first, end));
         }
         drop(s);
         self.changed.notify_waiters();
@@ -158,8 +163,13 @@ impl WorkQueue {
             return;
         }
         let mut s = self.lock();
-        let State { gate, retry, .. } = &mut *s;
+        let State {
+            gate, retry, done, ..
+        } = &mut *s;
         if let Some(g) = gate.as_mut() {
+            // Outcomes of the chunk from now on are not recorded here; whoever holds it
+            // next learns from the store which variants are done.
+            done.remove_range(first, end - 1);
             g.revoked.insert_range(first, end - 1);
             g.grants.retain(|&(a, b)| !(a >= first && b <= end));
             retry.retain(|j| !(j.index >= first && j.index < end));
@@ -275,6 +285,11 @@ impl WorkQueue {
     pub fn complete(&self, index: u64) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if s.gate.as_ref().is_some_and(|g| g.revoked.contains(index)) {
+            drop(s);
+            self.changed.notify_waiters();
+            return;
+        }
         s.done.insert(index);
         let wake = s.in_flight == 0;
         drop(s);
@@ -499,6 +514,12 @@ mod tests {
         assert_eq!(q.queued(), 0);
         q.requeue(j);
         assert_eq!(q.try_take(), None);
+        // Granted again later (taken back from the store): its work is there again, minus
+        // what the store says is done.
+        let mut done = RangeSet::default();
+        done.insert(21);
+        q.grant(20, 23, &done);
+        assert_eq!(drain(&q), vec![20, 22]);
         q.finish();
         assert!(q.all_done());
         assert_eq!(q.try_take(), Some(Take::AllDone));

@@ -83,6 +83,43 @@ impl RangeSet {
         (end - start + 1) - covered
     }
 
+    /// Remove every index of `start..=end`; returns how many were present.
+    ///
+    /// ```
+    /// use taskdist::distributor::RangeSet;
+    /// let mut s = RangeSet::default();
+    /// s.insert_range(0, 9);
+    /// assert_eq!(s.remove_range(3, 5), 3);
+    /// assert_eq!(s.ranges().collect::<Vec<_>>(), vec![(0, 2), (6, 9)]);
+    /// ```
+    pub fn remove_range(&mut self, start: u64, end: u64) -> u64 {
+        if start > end {
+            return 0;
+        }
+        let from = self
+            .map
+            .range(..=start)
+            .next_back()
+            .filter(|(_, &e)| e >= start)
+            .map_or(start, |(&s, _)| s);
+        let hit: Vec<(u64, u64)> = self.map.range(from..=end).map(|(&s, &e)| (s, e)).collect();
+        let mut removed = 0;
+        for (s, e) in hit {
+            self.map.remove(&s);
+            self.count -= e - s + 1;
+            if s < start {
+                self.map.insert(s, start - 1);
+                self.count += start - s;
+            }
+            if e > end {
+                self.map.insert(end + 1, e);
+                self.count += e - end;
+            }
+            removed += e.min(end) - s.max(start) + 1;
+        }
+        removed
+    }
+
     /// The ranges in ascending order, as inclusive `(start, end)` pairs.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.map.iter().map(|(&s, &e)| (s, e))

@@ -1,0 +1,558 @@
+//! Scale-out through a real PostgreSQL server: several `taskdist run --store` processes, each
+//! with its own simulated targets (`taskdist sim` processes), share one experiment.
+//!
+//! The server comes from `TASKDIST_TEST_PG` (default
+//! `postgres://taskdist:taskdist@127.0.0.1:5432/postgres`, the role `.ci/run` creates); each
+//! test creates its own database and drops it at the end. Under
+//! `TASKDIST_REQUIRE_PRIVILEGED=1` (CI) a missing server fails the tests.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::privileged;
+use tokio_postgres::NoTls;
+
+const SPEC: &str = "huge";
+
+fn admin_url() -> String {
+    std::env::var("TASKDIST_TEST_PG")
+        .unwrap_or_else(|_| "postgres://taskdist:taskdist@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the test ends (also on failure).
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create(test: &str) -> Option<TestDb> {
+        let admin = admin_url();
+        let client = privileged::need(
+            test,
+            "a PostgreSQL server (TASKDIST_TEST_PG)",
+            async {
+                let (c, conn) = tokio_postgres::connect(&admin, NoTls).await?;
+                tokio::spawn(conn);
+                Ok::<_, tokio_postgres::Error>(c)
+            }
+            .await,
+        )?;
+        let name = format!("taskdist_test_{}_{}", test, std::process::id());
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .expect("drop an old test database");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TASKDIST_TEST_PG {admin:?}: expected postgres://.../DATABASE"),
+        };
+        Some(TestDb { name, url })
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (c, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        c
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_url();
+        let name = self.name.clone();
+        // A runtime of its own: drop may run while the test's runtime is going away.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&admin, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A `taskdist sim` process with `n` hosts from `first` on free ports; killed on drop.
+struct Sim {
+    child: Child,
+    addrs: Vec<String>,
+}
+
+impl Sim {
+    fn start(first: &str, n: u32) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+            .args(["sim", "-q", "--port", "0", "--first", first, "-n"])
+            .arg(n.to_string())
+            .args(["--duration-s", "600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start taskdist sim");
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let mut addrs = Vec::new();
+        while addrs.len() < n as usize {
+            let line = lines.next().expect("sim prints its addresses").unwrap();
+            let addr = line.split_whitespace().next().unwrap_or("").to_owned();
+            if addr.parse::<std::net::SocketAddr>().is_ok() {
+                addrs.push(addr);
+            }
+        }
+        Sim { child, addrs }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `taskdist run --store` process on `sim`'s targets; its stdout and stderr go to files
+/// in `logs` named `tag`.
+fn distributor(db: &TestDb, sim: &Sim, limit: u64, lease: &str, logs: &Path, tag: &str) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_taskdist"));
+    c.args(["run", SPEC, "--limit"])
+        .arg(limit.to_string())
+        .args(["--store", &db.url, "--lease", lease, "--probe", "tcp"])
+        .args(&sim.addrs)
+        .stdout(std::fs::File::create(logs.join(format!("{tag}.out"))).unwrap())
+        .stderr(std::fs::File::create(logs.join(format!("{tag}.err"))).unwrap());
+    c.spawn().expect("start taskdist run --store")
+}
+
+fn wait_ok(mut child: Child, logs: &Path, tag: &str, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(logs.join(format!("{tag}.err"))).unwrap_or_default();
+            assert!(status.success(), "{tag} failed ({status}):\n{err}");
+            return;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let mut all = String::new();
+            for e in std::fs::read_dir(logs).unwrap().flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains("progress:")).collect();
+                all += &format!(
+                    "== {}\n{}\n",
+                    e.path().display(),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            panic!("{tag} did not finish within {within:?}:\n{all}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn experiment_id(logs: &Path, tag: &str) -> String {
+    let out = std::fs::read_to_string(logs.join(format!("{tag}.out"))).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("experiment "))
+        .unwrap_or_else(|| panic!("{tag} printed no `experiment ID` line: {out:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// Every variant of `0..n` has exactly one outcome row, each done, and the events and jobs
+/// rows match the variants' counts.
+async fn assert_exactly_once(db: &TestDb, id: &str, n: i64) -> BTreeMap<String, i64> {
+    let c = db.client().await;
+    let rows = c
+        .query(
+            "SELECT variant, outcome, events FROM taskdist.variants WHERE experiment = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    for r in &rows {
+        let v: i64 = r.get(0);
+        assert!((0..n).contains(&v), "unselected variant {v}");
+        assert!(seen.insert(v), "variant {v} twice");
+        assert_eq!(r.get::<_, &str>(1), "done", "variant {v}");
+    }
+    assert_eq!(seen.len() as i64, n, "variants with an outcome");
+    let events: i64 = c
+        .query_one(
+            "SELECT count(*) FROM taskdist.events WHERE experiment = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected: i64 = c
+        .query_one(
+            "SELECT coalesce(sum(events), 0)::bigint FROM taskdist.variants WHERE experiment = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, expected, "event rows match the variants' counts");
+    let open: i64 = c
+        .query_one(
+            "SELECT count(*) FROM taskdist.chunks WHERE experiment = $1 AND NOT finished",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "every chunk finished");
+    c.query(
+        "SELECT distributor, count(*) FROM taskdist.variants WHERE experiment = $1 GROUP BY 1",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// The restart test runs alone: the others hold this shared, it holds it exclusively.
+static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+async fn count(db: &TestDb, id: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM taskdist.variants WHERE experiment = $1",
+            &[&id],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Wait until `tag` printed its experiment id and at least `n` outcomes are in the store.
+async fn wait_progress(db: &TestDb, logs: &Path, tag: &str, n: i64) -> String {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = std::fs::read_to_string(logs.join(format!("{tag}.out"))).unwrap_or_default();
+        if out.contains("experiment ") {
+            let id = experiment_id(logs, tag);
+            if count(db, &id).await >= n {
+                return id;
+            }
+        }
+        assert!(Instant::now() < end, "no progress of {tag} in the store");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_distributors_share_one_experiment_exactly_once() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("three").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let sims: Vec<Sim> = (0..3)
+        .map(|i| Sim::start(&format!("127.71.{i}.2"), 16))
+        .collect();
+    let n = 20_000;
+    let runs: Vec<Child> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| distributor(&db, s, n, "30s", logs.path(), &format!("d{i}")))
+        .collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        wait_ok(r, logs.path(), &format!("d{i}"), Duration::from_secs(600));
+    }
+    let ids: BTreeSet<String> = (0..3)
+        .map(|i| experiment_id(logs.path(), &format!("d{i}")))
+        .collect();
+    assert_eq!(ids.len(), 1, "all three joined one experiment: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    let by = assert_exactly_once(&db, &id, n as i64).await;
+    assert_eq!(by.len(), 3, "all three distributors wrote outcomes: {by:?}");
+
+    // The same id with another spec is refused, naming the experiment.
+    let out = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args([
+            "run",
+            "hey",
+            "--store",
+            &db.url,
+            "--experiment",
+            &id,
+            "--probe",
+            "tcp",
+        ])
+        .args(&sims[0].addrs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&id) && err.contains("different spec"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_distributors_chunks_are_taken_over() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("kill").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let a = Sim::start("127.72.0.2", 8);
+    let b = Sim::start("127.72.1.2", 8);
+    let n = 6_000;
+    let mut victim = distributor(&db, &a, n, "2s", logs.path(), "victim");
+    let id = wait_progress(&db, logs.path(), "victim", 200).await;
+    let survivor = distributor(&db, &b, n, "2s", logs.path(), "survivor");
+    // Let the survivor take chunks of its own, then kill the victim without warning.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let at_kill = count(&db, &id).await;
+    assert!(
+        at_kill < n as i64,
+        "the victim was killed before the end ({at_kill})"
+    );
+    wait_ok(survivor, logs.path(), "survivor", Duration::from_secs(600));
+    assert_exactly_once(&db, &id, n as i64).await;
+    let err = std::fs::read_to_string(logs.path().join("survivor.err")).unwrap();
+    assert!(
+        err.contains("took over an expired chunk"),
+        "the survivor took over the victim's chunks:\n{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_distributors_late_writes_are_rejected() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("stop").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let a = Sim::start("127.73.0.2", 8);
+    let b = Sim::start("127.73.1.2", 8);
+    let n = 6_000;
+    let sleeper = distributor(&db, &a, n, "2s", logs.path(), "sleeper");
+    let id = wait_progress(&db, logs.path(), "sleeper", 200).await;
+    let other = distributor(&db, &b, n, "2s", logs.path(), "other");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let pid = sleeper.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Past the lease: the other distributor takes the sleeper's chunks over.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let err = std::fs::read_to_string(logs.path().join("other.err")).unwrap_or_default();
+        if err.contains("took over an expired chunk") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no takeover while the sleeper is stopped:\n{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_ok(other, logs.path(), "other", Duration::from_secs(600));
+    wait_ok(sleeper, logs.path(), "sleeper", Duration::from_secs(600));
+    assert_exactly_once(&db, &id, n as i64).await;
+    // The sleeper woke up with results of chunks it no longer held: none was written.
+    let err = std::fs::read_to_string(logs.path().join("sleeper.err")).unwrap();
+    assert!(err.contains("lease of a chunk lost"), "{err}");
+}
+
+/// `pg_ctlcluster VERSION NAME restart` for the first online cluster, or
+/// `TASKDIST_TEST_PG_RESTART` (a shell command).
+fn restart_server() {
+    let cmd = std::env::var("TASKDIST_TEST_PG_RESTART").unwrap_or_else(|_| {
+        let out = Command::new("pg_lsclusters")
+            .arg("-h")
+            .output()
+            .expect("pg_lsclusters");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("online"))
+            .unwrap_or_else(|| panic!("no online cluster in pg_lsclusters: {text}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        format!("pg_ctlcluster {} {} restart", f[0], f[1])
+    });
+    let st = Command::new("sh").args(["-c", &cmd]).status().unwrap();
+    assert!(st.success(), "{cmd} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_survives_a_database_restart() {
+    let _alone = SERVER.write().await;
+    let Some(db) = TestDb::create("restart").await else {
+        return;
+    };
+    let Some(()) = privileged::need(
+        "the_run_survives_a_database_restart",
+        "pg_ctlcluster rights (root)",
+        Command::new("pg_lsclusters")
+            .arg("-h")
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                if o.status.success() && unsafe_is_root() {
+                    Ok(())
+                } else {
+                    Err("pg_lsclusters missing or not root".to_owned())
+                }
+            }),
+    ) else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let a = Sim::start("127.74.0.2", 8);
+    let b = Sim::start("127.74.1.2", 8);
+    let n = 8_000;
+    let d1 = distributor(&db, &a, n, "30s", logs.path(), "r1");
+    let id = wait_progress(&db, logs.path(), "r1", 300).await;
+    let d2 = distributor(&db, &b, n, "30s", logs.path(), "r2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = count(&db, &id).await;
+    assert!(before < n as i64, "restart before the end ({before})");
+    restart_server();
+    wait_ok(d1, logs.path(), "r1", Duration::from_secs(600));
+    wait_ok(d2, logs.path(), "r2", Duration::from_secs(600));
+    assert_exactly_once(&db, &id, n as i64).await;
+    let err = std::fs::read_to_string(logs.path().join("r1.err")).unwrap()
+        + &std::fs::read_to_string(logs.path().join("r2.err")).unwrap();
+    assert!(
+        err.contains("database reachable again") || err.contains("results wait for the database"),
+        "the restart was noticed:\n{err}"
+    );
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Rows of a CSV file without the columns that differ between runs (targets, host times,
+/// attempts), as a set.
+fn rows_without(path: &Path, drop: &[&str]) -> BTreeSet<Vec<String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    let keep: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !drop.contains(h))
+        .map(|(i, _)| i)
+        .collect();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            keep.iter().map(|&i| rec[i].to_owned()).collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_equals_a_local_run() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("export").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let sim = Sim::start("127.75.0.2", 4);
+    let n = 500;
+    let d = distributor(&db, &sim, n, "30s", logs.path(), "x");
+    wait_ok(d, logs.path(), "x", Duration::from_secs(300));
+    let id = experiment_id(logs.path(), "x");
+    let exported = logs.path().join("exported");
+    let st = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args(["export", "--store", &db.url, "--experiment", &id, "--out"])
+        .arg(&exported)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let local = logs.path().join("local");
+    let st = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args([
+            "run",
+            SPEC,
+            "--limit",
+            &n.to_string(),
+            "--probe",
+            "tcp",
+            "--out",
+        ])
+        .arg(&local)
+        .args(&sim.addrs)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Target clocks run on between runs (the same simulated hosts serve both), so absolute
+    // target times differ; durations, job numbers, exit types and task-sets do not.
+    let volatile = [
+        "target_time_ms",
+        "start_ms",
+        "end_ms",
+        "target",
+        "attempt",
+        "attempts",
+        "host_time_us",
+        "started_host_us",
+        "finished_host_us",
+        "duration_us",
+    ];
+    for f in ["variants.csv", "tasks.csv", "jobs.csv", "events.csv"] {
+        let a = rows_without(&exported.join(f), &volatile);
+        let b = rows_without(&local.join(f), &volatile);
+        assert!(!a.is_empty(), "{f} has rows");
+        assert_eq!(a, b, "{f}: export and local run hold the same rows");
+    }
+    common::assert_rows_exactly_once(&exported, n);
+    // The exported directory is a result directory like any other: `report` reads it.
+    assert!(exported.join("run.json").exists() && exported.join("ledger").exists());
+    // An unknown experiment is a usage error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args([
+            "export",
+            "--store",
+            &db.url,
+            "--experiment",
+            "nope",
+            "--out",
+        ])
+        .arg(logs.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("experiment nope not found"));
+}
