@@ -556,3 +556,50 @@ async fn export_equals_a_local_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("experiment nope not found"));
 }
+
+/// The database itself refuses a write fenced by a stale token: the test takes a chunk away
+/// from a running distributor (as another distributor would after its lease ran out) while
+/// the distributor's own clock still counts its lease as valid. The distributor's results for
+/// that chunk are rejected; after the thief's short lease expires the distributor takes the
+/// chunk back and completes the experiment exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_with_a_stale_token_are_rejected_by_the_database() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("fence").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let sim = Sim::start("127.76.0.2", 8);
+    let n = 4_000;
+    let d = distributor(&db, &sim, n, "60s", logs.path(), "victim");
+    let id = wait_progress(&db, logs.path(), "victim", 300).await;
+    let c = db.client().await;
+    let stolen = c
+        .query_opt(
+            "UPDATE taskdist.chunks SET owner = 'thief', token = nextval('taskdist.fence'), \
+               lease_until = now() + interval '3 seconds' \
+             WHERE experiment = $1 AND first_variant = (SELECT max(first_variant) \
+               FROM taskdist.chunks WHERE experiment = $1 AND NOT finished) \
+             RETURNING first_variant, end_variant, recorded",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let Some(stolen) = stolen else {
+        panic!("no unfinished chunk to steal: the run ended too early");
+    };
+    let (first, end): (i64, i64) = (stolen.get(0), stolen.get(1));
+    wait_ok(d, logs.path(), "victim", Duration::from_secs(600));
+    assert_exactly_once(&db, &id, n as i64).await;
+    let err = std::fs::read_to_string(logs.path().join("victim.err")).unwrap();
+    assert!(
+        err.contains("lease of a chunk lost"),
+        "the fence rejected the victim's writes to chunk {first}..{end}:\n{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "took over an expired chunk experiment={id} first={first}"
+        )),
+        "the victim took chunk {first}..{end} back after the thief's lease:\n{err}"
+    );
+}
