@@ -132,11 +132,23 @@ impl Drop for Sim {
 /// A `taskdist run --store` process on `sim`'s targets; its stdout and stderr go to files
 /// in `logs` named `tag`.
 fn distributor(db: &TestDb, sim: &Sim, limit: u64, lease: &str, logs: &Path, tag: &str) -> Child {
+    distributor_on(db, &sim.addrs, limit, lease, logs, tag)
+}
+
+/// A `taskdist run --store` process on the targets `addrs`.
+fn distributor_on(
+    db: &TestDb,
+    addrs: &[String],
+    limit: u64,
+    lease: &str,
+    logs: &Path,
+    tag: &str,
+) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_taskdist"));
     c.args(["run", SPEC, "--limit"])
         .arg(limit.to_string())
         .args(["--store", &db.url, "--lease", lease, "--probe", "tcp"])
-        .args(&sim.addrs)
+        .args(addrs)
         .stdout(std::fs::File::create(logs.join(format!("{tag}.out"))).unwrap())
         .stderr(std::fs::File::create(logs.join(format!("{tag}.err"))).unwrap());
     c.spawn().expect("start taskdist run --store")
@@ -602,4 +614,51 @@ async fn writes_with_a_stale_token_are_rejected_by_the_database() {
         )),
         "the victim took chunk {first}..{end} back after the thief's lease:\n{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributors_given_the_same_targets_never_share_one() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("targets").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let sim = Sim::start("127.77.0.2", 12);
+    // d0 is given targets 0..8, d1 targets 4..12: the four in the middle are given to both.
+    let n = 3_000;
+    let d0 = distributor_on(&db, &sim.addrs[..8], n, "30s", logs.path(), "d0");
+    let d1 = distributor_on(&db, &sim.addrs[4..], n, "30s", logs.path(), "d1");
+    wait_ok(d0, logs.path(), "d0", Duration::from_secs(300));
+    wait_ok(d1, logs.path(), "d1", Duration::from_secs(300));
+    let id = experiment_id(logs.path(), "d0");
+    assert_eq!(id, experiment_id(logs.path(), "d1"));
+    let by = assert_exactly_once(&db, &id, n as i64).await;
+    assert_eq!(by.len(), 2, "both distributors wrote outcomes: {by:?}");
+    let c = db.client().await;
+    let rows = c
+        .query(
+            "SELECT target, count(DISTINCT distributor), max(attempts) \
+             FROM taskdist.variants WHERE experiment = $1 GROUP BY target",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 12, "every target was used");
+    for r in &rows {
+        let (target, n, attempts): (&str, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(n, 1, "target {target} was driven by {n} distributors");
+        // Without leases the second client of a shared target waits in its accept queue
+        // until the session times out, and the variant is tried again elsewhere.
+        assert_eq!(
+            attempts, 1,
+            "a variant on {target} needed {attempts} attempts"
+        );
+    }
+    // The leases were given back when the runs ended.
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM taskdist.targets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "target leases left behind");
 }

@@ -97,6 +97,7 @@ pub(super) async fn run(
     pool_cfg.session = session;
     pool_cfg.strategy = plan.strategy.clone();
     pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    pool_cfg.target_leases = Some(store.target_leases());
     pool_cfg.probe = match args.probe {
         Some(p) => p,
         None if !clusters.is_empty() => ProbeKind::Tcp,

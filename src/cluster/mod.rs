@@ -414,6 +414,16 @@ impl PgStore {
         })
     }
 
+    /// Target leases in this store, for [`PoolConfig::target_leases`](crate::pool::PoolConfig):
+    /// several distributors given overlapping target ranges never drive one target at once.
+    /// A target is known by its address as each distributor sees it.
+    pub fn target_leases(&self) -> Arc<dyn crate::pool::TargetLeases> {
+        Arc::new(PgTargetLeases {
+            store: self.inner.clone(),
+            conn: tokio::sync::Mutex::new(Conn::new(self.inner.clone())),
+        })
+    }
+
     /// Progress of an experiment as the database records it.
     pub async fn status(&self, id: &ExperimentId) -> Result<ClusterStatus, StoreError> {
         let client = self.inner.connect().await?;
@@ -1044,4 +1054,68 @@ async fn complete(client: &mut Client, state: &ExpState) -> Result<bool, tokio_p
         .await?;
     state.store.trip(1);
     Ok(r.get(0))
+}
+
+/// Target leases in the `taskdist.targets` table.
+struct PgTargetLeases {
+    store: Arc<Inner>,
+    conn: tokio::sync::Mutex<Conn>,
+}
+
+impl std::fmt::Debug for PgTargetLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTargetLeases")
+            .field("store", &self.store.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl crate::pool::TargetLeases for PgTargetLeases {
+    async fn acquire(&self, addr: std::net::SocketAddr) -> Result<bool, String> {
+        let mut conn = self.conn.lock().await;
+        let lease_s = self.store.lease.as_secs_f64();
+        let got = async {
+            conn.get()
+                .await?
+                .query_opt(
+                    "INSERT INTO taskdist.targets (address, owner, lease_until) \
+                     VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                     ON CONFLICT (address) DO UPDATE SET owner = EXCLUDED.owner, \
+                       lease_until = EXCLUDED.lease_until \
+                     WHERE taskdist.targets.owner = EXCLUDED.owner \
+                        OR taskdist.targets.lease_until < now() \
+                     RETURNING owner",
+                    &[&addr.to_string(), &self.store.owner, &lease_s],
+                )
+                .await
+        }
+        .await;
+        self.store.trip(1);
+        match got {
+            Ok(row) => Ok(row.is_some()),
+            Err(e) => {
+                if transient(&e) {
+                    conn.reset();
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn release(&self, addr: std::net::SocketAddr) {
+        let mut conn = self.conn.lock().await;
+        if let Ok(c) = conn.get().await {
+            let _ = c
+                .execute(
+                    "DELETE FROM taskdist.targets WHERE address = $1 AND owner = $2",
+                    &[&addr.to_string(), &self.store.owner],
+                )
+                .await;
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.store.lease / 3
+    }
 }

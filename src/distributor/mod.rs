@@ -475,6 +475,7 @@ impl Distributor {
             recovery_cmd: cfg.recovery_cmd.clone(),
             monitor: cfg.monitor.clone(),
             strategy: cfg.strategy.clone(),
+            target_leases: None,
         }
     }
 

@@ -464,6 +464,28 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
     let (labels, session_cfg) = (group.labels.clone(), group.session.clone());
     let board = shared.board.clone();
     board.set_state(addr, TargetState::Connecting);
+    // With target leases, only the process holding a target's lease drives it.
+    let lease = match &shared.cfg.target_leases {
+        None => None,
+        Some(leases) => match leases.acquire(addr).await {
+            Ok(true) => Some(LeaseGuard::start(leases.clone(), addr)),
+            Ok(false) => {
+                tracing::info!(%addr, "target driven by another distributor (its lease is held elsewhere)");
+                board.connect_failed(
+                    addr,
+                    "driven by another distributor (target lease held elsewhere)",
+                );
+                return (addr, NOT_SUSPECT);
+            }
+            Err(e) => {
+                board.connect_failed(addr, &format!("target lease unknown: {e}"));
+                return (addr, NOT_SUSPECT);
+            }
+        },
+    };
+    let lease_lost = lease
+        .as_ref()
+        .map_or_else(CancellationToken::new, |g| g.lost.clone());
     let connected = tokio::select! {
         r = Session::connect(addr, session_cfg.clone()) => r,
         _ = shared.cancel.cancelled() => return (addr, WorkerExit::Cancelled),
@@ -498,6 +520,10 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
             if shared.must_stop(addr) {
                 break 'work WorkerExit::Cancelled;
             }
+            if lease_lost.is_cancelled() {
+                tracing::warn!(%addr, "target lease lost: the session ends");
+                break 'work NOT_SUSPECT;
+            }
             let next = shared.sched().take(addr, Instant::now());
             if let Some(a) = next {
                 let ctx = shared
@@ -521,6 +547,7 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(RECHECK) => {}
+                _ = lease_lost.cancelled() => {}
                 _ = shared.cancel.cancelled() => break 'work WorkerExit::Cancelled,
             }
         };
@@ -576,6 +603,50 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
         board.set_state(addr, TargetState::Closed);
     }
     (addr, exit)
+}
+
+/// A held target lease, renewed in the background until dropped (then given back).
+struct LeaseGuard {
+    leases: Arc<dyn super::TargetLeases>,
+    addr: SocketAddr,
+    renewer: tokio::task::JoinHandle<()>,
+    /// Cancelled when a renewal was refused or failed.
+    lost: CancellationToken,
+}
+
+impl LeaseGuard {
+    fn start(leases: Arc<dyn super::TargetLeases>, addr: SocketAddr) -> Self {
+        let lost = CancellationToken::new();
+        let (l, flag) = (leases.clone(), lost.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(l.renew_every()).await;
+                match l.acquire(addr).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => {
+                        flag.cancel();
+                        return;
+                    }
+                }
+            }
+        });
+        LeaseGuard {
+            leases,
+            addr,
+            renewer,
+            lost,
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (l, addr) = (self.leases.clone(), self.addr);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { l.release(addr).await });
+        }
+    }
 }
 
 /// Run one job on the session. `Err` ends the worker.

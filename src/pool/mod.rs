@@ -94,6 +94,26 @@ pub struct PoolConfig {
     /// How targets are matched with experiments' variants (default
     /// [`strategy::DEFAULT_STRATEGY`]).
     pub strategy: Arc<dyn Strategy>,
+    /// Leases that keep other processes off the targets this pool drives (default none; a
+    /// shared store provides them, see `PgStore::target_leases` with the `postgres`
+    /// feature).
+    pub target_leases: Option<Arc<dyn TargetLeases>>,
+}
+
+/// Exclusive use of targets among several processes (distributors sharing a store): a pool
+/// opens a session to a target only while it holds the target's lease, renews it while the
+/// session lasts, and gives it back when the session ends. A target that another process
+/// holds goes back to discovery (backoff) and is tried again later.
+#[async_trait::async_trait]
+pub trait TargetLeases: Send + Sync + std::fmt::Debug + 'static {
+    /// Take or renew the lease of `addr`: `Ok(true)` when this process holds it now,
+    /// `Ok(false)` when another one does; `Err` when it cannot be known (the target is then
+    /// not used).
+    async fn acquire(&self, addr: SocketAddr) -> Result<bool, String>;
+    /// Give the lease of `addr` back.
+    async fn release(&self, addr: SocketAddr);
+    /// How often a held lease is renewed.
+    fn renew_every(&self) -> Duration;
 }
 
 impl Default for PoolConfig {
@@ -107,6 +127,7 @@ impl Default for PoolConfig {
             recovery_cmd: None,
             monitor: MonitorConfig::default(),
             strategy: strategy::default_strategy(),
+            target_leases: None,
         }
     }
 }
