@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use taskdist::discovery::{
     icmp_sweep, sweep, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber,
-    IcmpSweepConfig, Monitor, MonitorConfig, SweepConfig,
+    IcmpSweepConfig, IcmpTimeout, Monitor, MonitorConfig, SweepConfig,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -181,7 +181,7 @@ fn icmp(test: &str, timeout: Duration) -> Option<Arc<IcmpProber>> {
         test,
         "an ICMP socket",
         IcmpProber::open(IcmpConfig {
-            timeout,
+            timeout: IcmpTimeout::Fixed(timeout),
             ..IcmpConfig::default()
         }),
     )

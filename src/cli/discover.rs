@@ -119,7 +119,10 @@ fn build_prober(args: &DiscoverArgs) -> anyhow::Result<Arc<dyn Prober>> {
     Ok(match args.probe {
         ProbeKind::Icmp => {
             let cfg = IcmpConfig {
-                timeout: timeout(1000),
+                timeout: match args.timeout_ms {
+                    Some(ms) => IcmpTimeout::Fixed(Duration::from_millis(ms)),
+                    None => IcmpConfig::DEFAULT_TIMEOUT,
+                },
                 recv_buffer_bytes: (args.recv_buffer > 0).then_some(args.recv_buffer),
                 sock_type: match args.socket {
                     SocketKind::Auto => IcmpSocketKind::Auto,

@@ -151,6 +151,21 @@ impl RttEstimator {
         }
     }
 
+    /// The timeout after `timeouts` consecutive unanswered probes: the current one doubled
+    /// that many times (RFC 6298, 5.5), at most the ceiling. A fixed timeout stays fixed.
+    pub(crate) fn backed_off(&self, timeouts: u32) -> Duration {
+        let current = self.current();
+        match self.timeout {
+            IcmpTimeout::Fixed(_) => current,
+            IcmpTimeout::Adaptive { ceiling, .. } => {
+                let ceiling = ceiling.max(current);
+                current
+                    .checked_mul(1u32 << timeouts.min(16))
+                    .map_or(ceiling, |d| d.min(ceiling))
+            }
+        }
+    }
+
     pub(crate) fn current(&self) -> Duration {
         match self.timeout {
             IcmpTimeout::Fixed(d) => d,
@@ -823,6 +838,24 @@ mod tests {
         let mut est = RttEstimator::new(IcmpTimeout::Fixed(10 * MS));
         est.sample(500 * MS);
         assert_eq!(est.current(), 10 * MS);
+        assert_eq!(
+            est.backed_off(3),
+            10 * MS,
+            "a fixed timeout is not backed off"
+        );
+    }
+
+    #[test]
+    fn unanswered_probes_double_the_timeout_up_to_the_ceiling() {
+        let mut est = RttEstimator::new(IcmpTimeout::DEFAULT_ADAPTIVE);
+        for _ in 0..20 {
+            est.sample(Duration::from_micros(50));
+        }
+        assert_eq!(est.backed_off(0), 20 * MS);
+        assert_eq!(est.backed_off(1), 40 * MS);
+        assert_eq!(est.backed_off(3), 160 * MS);
+        assert_eq!(est.backed_off(8), 3000 * MS, "capped at the ceiling");
+        assert_eq!(est.backed_off(u32::MAX), 3000 * MS);
     }
 
     #[test]
