@@ -149,7 +149,7 @@ struct HostTimers {
 /// # Timeouts of single probes
 /// With an adaptive [`IcmpConfig::timeout`] (the default, [`IcmpConfig::DEFAULT_TIMEOUT`]) the
 /// prober keeps a round-trip estimate per host that answered (up to 65,536 hosts), with the
-/// sweep engine's rule ([`IcmpTimeout`]): `srtt + 4·rttvar`, clamped to the floor and the
+/// sweep engine's rule ([`IcmpTimeout`]): `srtt + max(4·rttvar, srtt/4)`, clamped to the floor and the
 /// ceiling. A host never measured gets the initial timeout. Each unanswered probe of a measured
 /// host doubles its next timeout (up to the ceiling) until it answers again, so a host whose
 /// round trip grew is still found by the retries, while a host that went silent is noticed

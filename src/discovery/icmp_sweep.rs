@@ -30,8 +30,11 @@
 //! # Adaptive timeouts
 //! [`IcmpTimeout::Adaptive`] keeps a smoothed round-trip time and its variation from the
 //! replies, the way TCP (RFC 6298) and nmap do: `srtt += (r - srtt)/8`,
-//! `rttvar += (|r - srtt| - rttvar)/4`, timeout `srtt + 4·rttvar`, clamped to a floor and a
-//! ceiling. Only unambiguous samples count (the sequence number names the attempt a reply
+//! `rttvar += (|r - srtt| - rttvar)/4`, timeout `srtt + max(4·rttvar, srtt/4)`, clamped to a
+//! floor and a ceiling. The `srtt/4` margin matters on steady paths: there rttvar decays to
+//! almost nothing, and without it the timeout shrank to the round trip itself (measured in a
+//! namespace with 50 ms of delay: retries expired a hair before their answers, and lost hosts
+//! were missed). Only unambiguous samples count (the sequence number names the attempt a reply
 //! answers). Until the first reply, the initial timeout applies.
 
 use std::collections::{HashMap, VecDeque};
@@ -175,7 +178,10 @@ impl RttEstimator {
                 ceiling,
             } => match self.srtt {
                 None => initial,
-                Some(s) => (s + self.rttvar * 4).clamp(floor, ceiling.max(floor)),
+                // At least a quarter of the round trip as margin: on a steady path rttvar
+                // decays towards zero, and the timeout would otherwise shrink to the round
+                // trip itself, so that the least jitter expires answers on their way.
+                Some(s) => (s + (self.rttvar * 4).max(s / 4)).clamp(floor, ceiling.max(floor)),
             },
         }
     }
@@ -193,7 +199,10 @@ impl RttEstimator {
 /// - **Retries.** Before any reply, an address gets all its retries (nothing is known about the
 ///   network yet). While replies come on first attempts only (no loss seen), an address gets
 ///   one retry: on a lossless network a second silence means nobody is there, and a silent
-///   range ends sooner. Once a retry was answered (loss seen), all retries.
+///   range ends sooner. Once a retry was answered (loss seen), all retries. An address that
+///   ran out of such cut retries is kept one more timeout before it is given up: a late
+///   answer still counts, and if loss shows meanwhile it gets its remaining retries (the
+///   sweep engine does this with [`LossControl::retries_cut`]; no window slot is held).
 #[derive(Debug, Clone)]
 pub(crate) struct LossControl {
     adapt: bool,
@@ -261,6 +270,11 @@ impl LossControl {
         } else {
             self.retries.min(1)
         }
+    }
+
+    /// True while fewer retries are granted than configured (replies came, no loss seen).
+    pub(crate) fn retries_cut(&self) -> bool {
+        self.retries() < self.retries
     }
 
     /// Whether an address whose `attempt` (0: the first) went unanswered is tried again.
@@ -620,6 +634,8 @@ where
     // Sent probes in send order: (address, attempt, sent).
     let mut queue: VecDeque<(IpAddr, u32, Instant)> = VecDeque::new();
     let mut retry: VecDeque<IpAddr> = VecDeque::new();
+    // Addresses out of (cut) retries, waiting one more timeout: (address, last deadline).
+    let mut parked: VecDeque<(IpAddr, Instant)> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut carry: Vec<Vec<Reply>> = Vec::new();
     let plen = packet.len();
@@ -698,10 +714,33 @@ where
             e.in_flight = false;
             if control.retry_after(e.attempt) {
                 retry.push_back(ip);
+            } else if control.retries_cut() {
+                // Fewer retries than asked for (no loss seen yet): wait one more timeout for
+                // a late answer, and for loss to show, before giving the address up.
+                parked.push_back((ip, sent + timeout));
             } else {
                 let e = entries.remove(&ip).expect("present");
                 finish(&mut report, &e, ProbeResult::Timeout);
             }
+        }
+        // Parked addresses: retried after all once loss shows, given up one timeout after
+        // their last deadline otherwise. (An answer removes the entry meanwhile.)
+        while let Some(&(ip, deadline)) = parked.front() {
+            let Some(e) = entries.get(&ip) else {
+                parked.pop_front();
+                continue;
+            };
+            if control.retry_after(e.attempt) {
+                parked.pop_front();
+                retry.push_back(ip);
+                continue;
+            }
+            if deadline + timeout > drained {
+                break;
+            }
+            parked.pop_front();
+            let e = entries.remove(&ip).expect("present");
+            finish(&mut report, &e, ProbeResult::Timeout);
         }
         // 3. Send what the window and the pacer allow, in batches of one `sendmmsg` call
         //    (one family per batch; single probes when paced).
@@ -894,6 +933,16 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_round_trip_keeps_a_quarter_of_it_as_margin() {
+        let mut est = RttEstimator::new(IcmpTimeout::DEFAULT_ADAPTIVE);
+        for _ in 0..200 {
+            est.sample(80 * MS);
+        }
+        // rttvar has decayed to nothing; the timeout stays above the round trip.
+        assert_eq!(est.current(), 100 * MS);
+    }
+
+    #[test]
     fn fixed_timeout_ignores_samples() {
         let mut est = RttEstimator::new(IcmpTimeout::Fixed(10 * MS));
         est.sample(500 * MS);
@@ -982,15 +1031,21 @@ mod tests {
         let mut c = LossControl::new(None, None, 3, t0);
         // Nothing known yet: every retry.
         assert_eq!(c.retries(), 3);
+        assert!(!c.retries_cut());
         assert!(c.retry_after(0) && c.retry_after(2) && !c.retry_after(3));
         // Replies to first attempts only: one retry.
         c.on_reply(0, t0 + MS, 20 * MS);
         assert_eq!(c.retries(), 1);
+        assert!(
+            c.retries_cut(),
+            "an address out of retries now is kept a while"
+        );
         assert!(c.retry_after(0));
         assert!(!c.retry_after(1));
         // A retry was answered: loss, every retry again.
         c.on_reply(1, t0 + 2 * MS, 20 * MS);
         assert_eq!(c.retries(), 3);
+        assert!(!c.retries_cut());
         assert!(c.retry_after(2) && !c.retry_after(3));
         // Without retries configured there are none, loss or not.
         let mut none = LossControl::new(None, None, 0, t0);
