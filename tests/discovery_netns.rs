@@ -600,3 +600,69 @@ fn icmp_engine_finds_every_host_behind_50ms_with_20_percent_loss() {
     // Lost requests were retried: more requests than hosts reached the lab.
     assert!(stats.requests > 40, "{stats:?}");
 }
+
+/// The monitor's re-checks (single ICMP probes with per-host adaptive timeouts, seeded by the
+/// sweep rounds) behind 50 ms round trips: no watched host is reported down while it answers,
+/// and one that falls silent is reported down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_rechecks_behind_50ms_report_only_real_downs() {
+    let test = "adaptive_rechecks_behind_50ms_report_only_real_downs";
+    let Some((lab, echo)) = slow_lab(test, 'g', Duration::from_millis(50), 0) else {
+        return;
+    };
+    let Some(prober) = common::privileged::need(
+        test,
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig::default()),
+    ) else {
+        return;
+    };
+    let prober = Arc::new(prober);
+    let pool = HostPool::parse([format!("198.18.{}.64/26", lab.net)], 3001).expect("valid pool");
+    let cancel = CancellationToken::new();
+    let cfg = MonitorConfig {
+        failed_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(1)),
+        recheck_interval: Duration::from_millis(100),
+        lease_on_up: false,
+        ..MonitorConfig::default()
+    };
+    let (handle, mut changes) = Monitor::spawn(pool, prober.clone(), cfg, cancel.clone());
+    let mut up = std::collections::BTreeSet::new();
+    while up.len() < 40 {
+        match next(&mut changes).await {
+            Some(HostChange::Up(a)) => assert!(up.insert(a), "{a} came up twice"),
+            other => panic!("while the hosts come up: {other:?}"),
+        }
+    }
+    assert_eq!(up.into_iter().collect::<Vec<_>>(), live_hosts(&lab));
+    // The rounds' round trips seeded the re-checks: about 50 ms + margins, not 1 s.
+    let seeded = prober.current_timeout(lab.addr(65).into());
+    assert!(
+        seeded >= Duration::from_millis(50) && seeded < Duration::from_millis(500),
+        "{seeded:?}"
+    );
+    // About 20 re-checks of every host: none may report an answering host down.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Ok(change) = changes.try_recv() {
+        panic!("no change while every host answers, got {change:?}");
+    }
+    // The last address added: removing the first (the primary address of the /24 on the
+    // link) would take every secondary address with it.
+    lab.remove_host(104).expect("host falls silent");
+    let silent = sa(lab.addr(104));
+    assert_eq!(next(&mut changes).await, Some(HostChange::Down(silent)));
+    assert!(matches!(
+        handle.state(silent),
+        Some(HostState::Backoff { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Ok(change) = changes.try_recv() {
+        panic!("only the silent host changed, got {change:?}");
+    }
+    cancel.cancel();
+    let stats = echo.finish();
+    assert!(
+        stats.answered > 40 * 5,
+        "re-checks went through the delay: {stats:?}"
+    );
+}
