@@ -60,8 +60,9 @@ pub struct DiscoverArgs {
     pub port: u16,
 
     /// Time to wait for one answer, in milliseconds [default: icmp: adaptive, from measured
-    /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s);
-    /// tcp: the same from measured connect times; available: 2000]. Given, it is fixed.
+    /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s; --watch
+    /// re-checks per host, 1 s until the host answered); tcp: the same from measured connect
+    /// times; available: 2000]. Given, it is fixed.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
 
