@@ -149,13 +149,14 @@ struct HostTimers {
 /// # Timeouts of single probes
 /// With an adaptive [`IcmpConfig::timeout`] (the default, [`IcmpConfig::DEFAULT_TIMEOUT`]) the
 /// prober keeps a round-trip estimate per host that answered (up to 65,536 hosts), with the
-/// sweep engine's rule ([`IcmpTimeout`]): `srtt + max(4·rttvar, srtt/4)`, clamped to the floor and the
-/// ceiling. A host never measured gets the initial timeout. Each unanswered probe of a measured
-/// host doubles its next timeout (up to the ceiling) until it answers again, so a host whose
-/// round trip grew is still found by the retries, while a host that went silent is noticed
-/// after a few round trips instead of a fixed second per attempt. [`Prober::observe`] seeds
-/// the estimate with a round trip measured elsewhere (the monitor passes on what its sweep
-/// rounds measured). A fixed timeout is used as given.
+/// sweep engine's rule ([`IcmpTimeout`]): `srtt + max(4·rttvar, srtt/4)`, clamped to the floor
+/// and the ceiling. A host never measured gets the initial timeout. Each unanswered probe of a
+/// measured host doubles its next timeout until it answers again, up to the initial timeout (or
+/// the host's own estimate where that is longer): a host whose round trip grew is still found
+/// by the retries, a host that went silent is noticed after a few round trips instead of a
+/// fixed second per attempt, and a host that stays silent is never probed slower than one never
+/// measured. [`Prober::observe`] seeds the estimate with a round trip measured elsewhere (the
+/// monitor passes on what its sweep rounds measured). A fixed timeout is used as given.
 pub struct IcmpProber {
     cfg: IcmpConfig,
     timers: Mutex<HostTimers>,

@@ -155,16 +155,20 @@ impl RttEstimator {
     }
 
     /// The timeout after `timeouts` consecutive unanswered probes: the current one doubled
-    /// that many times (RFC 6298, 5.5), at most the ceiling. A fixed timeout stays fixed.
+    /// that many times (RFC 6298, 5.5), but not beyond the initial timeout (nor the
+    /// ceiling) unless the current one already is: a host that stays silent is then probed
+    /// no slower than a host never measured. A fixed timeout stays fixed.
     pub(crate) fn backed_off(&self, timeouts: u32) -> Duration {
         let current = self.current();
         match self.timeout {
             IcmpTimeout::Fixed(_) => current,
-            IcmpTimeout::Adaptive { ceiling, .. } => {
-                let ceiling = ceiling.max(current);
+            IcmpTimeout::Adaptive {
+                initial, ceiling, ..
+            } => {
+                let cap = initial.min(ceiling).max(current);
                 current
                     .checked_mul(1u32 << timeouts.min(16))
-                    .map_or(ceiling, |d| d.min(ceiling))
+                    .map_or(cap, |d| d.min(cap))
             }
         }
     }
@@ -955,16 +959,38 @@ mod tests {
     }
 
     #[test]
-    fn unanswered_probes_double_the_timeout_up_to_the_ceiling() {
-        let mut est = RttEstimator::new(IcmpTimeout::DEFAULT_ADAPTIVE);
+    fn unanswered_probes_double_the_timeout_up_to_the_initial_one() {
+        let single = IcmpTimeout::Adaptive {
+            initial: 1000 * MS,
+            floor: 20 * MS,
+            ceiling: 3000 * MS,
+        };
+        let mut est = RttEstimator::new(single);
         for _ in 0..20 {
             est.sample(Duration::from_micros(50));
         }
         assert_eq!(est.backed_off(0), 20 * MS);
         assert_eq!(est.backed_off(1), 40 * MS);
         assert_eq!(est.backed_off(3), 160 * MS);
-        assert_eq!(est.backed_off(8), 3000 * MS, "capped at the ceiling");
-        assert_eq!(est.backed_off(u32::MAX), 3000 * MS);
+        assert_eq!(
+            est.backed_off(6),
+            1000 * MS,
+            "capped at the initial timeout"
+        );
+        assert_eq!(est.backed_off(u32::MAX), 1000 * MS);
+        // A host slower than the initial timeout keeps its own (no doubling beyond it).
+        let mut slow = RttEstimator::new(single);
+        slow.sample(600 * MS);
+        assert_eq!(slow.current(), 1800 * MS);
+        assert_eq!(slow.backed_off(2), 1800 * MS);
+        // The ceiling bounds the cap when the initial timeout lies above it.
+        let mut high = RttEstimator::new(IcmpTimeout::Adaptive {
+            initial: 5000 * MS,
+            floor: 20 * MS,
+            ceiling: 3000 * MS,
+        });
+        high.sample(Duration::from_micros(50));
+        assert_eq!(high.backed_off(10), 3000 * MS);
     }
 
     #[test]
