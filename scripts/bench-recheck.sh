@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
         --cycles) CYCLES="$2"; shift ;;
         --taskdist) TASKDIST="$2"; shift ;;
         --net) NET="$2"; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
