@@ -370,3 +370,36 @@ async fn monitor_icmp_rounds_bring_up_every_address_including_shared_ips() {
     }
     cancel.cancel();
 }
+
+/// Single ICMP probes (the monitor's re-checks) adapt per host: a host never measured waits the
+/// initial 1 s; after a reply its timeout drops to the 20 ms floor of a loopback round trip;
+/// a round trip observed elsewhere (a sweep round) seeds another host; a fixed timeout stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_prober_timeouts_adapt_per_host() {
+    let _turn = ICMP_TURN.lock().await;
+    let Some(prober) = icmp_or_skip("icmp_prober_timeouts_adapt_per_host") else {
+        return;
+    };
+    let a: SocketAddr = "127.0.9.1:3001".parse().expect("addr");
+    let b: SocketAddr = "127.0.9.2:3001".parse().expect("addr");
+    let c: SocketAddr = "127.0.9.3:3001".parse().expect("addr");
+    assert_eq!(prober.current_timeout(a.ip()), Duration::from_secs(1));
+    assert!(prober.probe(a).await.is_up());
+    assert_eq!(prober.current_timeout(a.ip()), Duration::from_millis(20));
+    assert_eq!(
+        prober.current_timeout(b.ip()),
+        Duration::from_secs(1),
+        "another host keeps the initial timeout"
+    );
+    prober.observe(c, Duration::from_millis(200));
+    // srtt 200 ms, rttvar 100 ms: 600 ms.
+    assert_eq!(prober.current_timeout(c.ip()), Duration::from_millis(600));
+
+    let fixed = IcmpProber::open(IcmpConfig {
+        timeout: IcmpTimeout::Fixed(Duration::from_millis(300)),
+        ..IcmpConfig::default()
+    })
+    .expect("the same socket opened a moment ago");
+    assert!(fixed.probe(a).await.is_up());
+    assert_eq!(fixed.current_timeout(a.ip()), Duration::from_millis(300));
+}

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskdist::discovery::{
-    icmp_sweep, sweep, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpProber,
-    IcmpSweepConfig, Monitor, MonitorConfig, SweepConfig,
+    icmp_sweep, sweep, Backoff, HostChange, HostPool, HostState, IcmpConfig, IcmpError, IcmpProber,
+    IcmpSweepConfig, IcmpTimeout, Monitor, MonitorConfig, ProbeResult, SweepConfig, SweepReport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -181,7 +181,7 @@ fn icmp(test: &str, timeout: Duration) -> Option<Arc<IcmpProber>> {
         test,
         "an ICMP socket",
         IcmpProber::open(IcmpConfig {
-            timeout,
+            timeout: IcmpTimeout::Fixed(timeout),
             ..IcmpConfig::default()
         }),
     )
@@ -332,4 +332,337 @@ fn unprivileged_datagram_icmp_sockets_work_where_allowed() {
     // The lab's own loopback answers for all of 127/8.
     assert_eq!(stdout.lines().count(), 1022, "{stderr}");
     assert!(stderr.contains("probed 1022, up 1022"), "{stderr}");
+}
+
+/// A slow, lossy network without `netem` (this kernel has no `sch_netem`: `tc qdisc add dev
+/// VETH root netem delay 50ms loss 10%` fails with "Error: Specified qdisc kind is unknown."):
+/// the lab's kernel stops answering echo requests (`net.ipv4.icmp_echo_ignore_all=1` in the
+/// lab namespace only), and this responder, a thread inside the lab namespace, answers them
+/// after `delay`, dropping a `loss_percent` share of the requests at random. Stops on drop.
+struct DelayedEcho {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<EchoStats, String>>>,
+}
+
+/// What a [`DelayedEcho`] did.
+#[derive(Debug, Default, Clone, Copy)]
+struct EchoStats {
+    requests: u64,
+    dropped: u64,
+    answered: u64,
+}
+
+impl DelayedEcho {
+    fn start(lab: &Lab, delay: Duration, loss_percent: u64) -> Result<DelayedEcho, String> {
+        ip(&[
+            "netns",
+            "exec",
+            &lab.ns,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.icmp_echo_ignore_all=1",
+        ])?;
+        let ns_path = format!("/run/netns/{}", lab.ns);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let socket = match enter_and_open(&ns_path) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            respond(&socket, delay, loss_percent, &stop2)
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| "the responder thread ended early".to_string())??;
+        Ok(DelayedEcho {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the responder and returns what it did.
+    fn finish(mut self) -> EchoStats {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let thread = self.thread.take().expect("running");
+        thread
+            .join()
+            .expect("responder thread")
+            .expect("responder worked")
+    }
+}
+
+impl Drop for DelayedEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Moves the calling thread into the namespace at `ns_path` and opens a raw ICMP socket there
+/// that sends with its own IPv4 headers (replies come from the address that was pinged).
+fn enter_and_open(ns_path: &str) -> Result<socket2::Socket, String> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(ns_path).map_err(|e| format!("open {ns_path}: {e}"))?;
+    // SAFETY: a valid namespace descriptor; setns moves only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "setns {ns_path}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::from(libc::SOCK_RAW),
+        Some(socket2::Protocol::ICMPV4),
+    )
+    .map_err(|e| format!("raw ICMP socket in the lab: {e}"))?;
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int for the duration of the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_HDRINCL,
+            (&on as *const libc::c_int).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("IP_HDRINCL: {}", std::io::Error::last_os_error()));
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    Ok(socket)
+}
+
+fn icmp_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Answers echo requests after `delay` until `stop`, dropping `loss_percent` % of them.
+fn respond(
+    socket: &socket2::Socket,
+    delay: Duration,
+    loss_percent: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<EchoStats, String> {
+    use rand::Rng;
+    use std::mem::MaybeUninit;
+    let mut rng = rand::thread_rng();
+    let mut stats = EchoStats::default();
+    let mut due: std::collections::VecDeque<(std::time::Instant, Vec<u8>, Ipv4Addr)> =
+        std::collections::VecDeque::new();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        // Waits at most 1 ms (SO_RCVTIMEO) for a request.
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            // SAFETY: `recv_from` initialised the first `n` bytes.
+            let pkt = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            if n >= ihl + 8 && pkt[ihl] == 8 && pkt[ihl + 1] == 0 {
+                stats.requests += 1;
+                if rng.gen_range(0..100) < loss_percent {
+                    stats.dropped += 1;
+                } else {
+                    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+                    let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+                    let mut icmp = pkt[ihl..].to_vec();
+                    icmp[0] = 0;
+                    icmp[2..4].copy_from_slice(&[0, 0]);
+                    let c = icmp_checksum(&icmp);
+                    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                    // IPv4 header from the pinged address; the kernel fills in the length,
+                    // the identification and the header checksum.
+                    let mut reply = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+                    reply.extend_from_slice(&dst.octets());
+                    reply.extend_from_slice(&src.octets());
+                    reply.extend_from_slice(&icmp);
+                    due.push_back((std::time::Instant::now() + delay, reply, src));
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        while due.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, reply, to) = due.pop_front().expect("checked");
+            let to = socket2::SockAddr::from(SocketAddr::new(IpAddr::V4(to), 0));
+            socket
+                .send_to(&reply, &to)
+                .map_err(|e| format!("sending a reply to {to:?}: {e}"))?;
+            stats.answered += 1;
+        }
+    }
+    Ok(stats)
+}
+
+/// Live hosts of the delay tests: .65 to .104 of the lab's /24, swept as .64/26 (62
+/// addresses, 22 silent). The root namespace's own .1, which would answer at once, is outside.
+fn slow_lab(test: &str, tag: char, delay: Duration, loss: u64) -> Option<(Lab, DelayedEcho)> {
+    let lab = lab_or_skip(test, tag)?;
+    for host in 65..=104 {
+        lab.add_host(host).expect("configure a live host");
+    }
+    let echo = DelayedEcho::start(&lab, delay, loss).expect("start the delayed responder");
+    Some((lab, echo))
+}
+
+fn live_hosts(lab: &Lab) -> Vec<SocketAddr> {
+    (65..=104).map(|h| sa(lab.addr(h))).collect()
+}
+
+/// Sweeps the slow lab's /26; returns the report and the least round trip measured.
+fn sweep_blocking(
+    lab: &Lab,
+    cfg: IcmpSweepConfig,
+) -> Result<(SweepReport, Option<Duration>), IcmpError> {
+    let pool = HostPool::parse([format!("198.18.{}.64/26", lab.net)], 3001).expect("valid pool");
+    let mut least: Option<Duration> = None;
+    let report = icmp_sweep(pool.iter(), &cfg, &CancellationToken::new(), |_, r| {
+        if let ProbeResult::Up { rtt } = r {
+            // Zero: the engine could not tell which attempt was answered.
+            if !rtt.is_zero() {
+                least = Some(least.map_or(*rtt, |l| l.min(*rtt)));
+            }
+        }
+    })?;
+    Ok((report, least))
+}
+
+/// 50 ms round trips, no loss: the defaults (100 ms until the first reply, then adaptive) find
+/// every live host, and the silent ones time out.
+#[test]
+fn icmp_engine_defaults_find_every_host_behind_50ms() {
+    let test = "icmp_engine_defaults_find_every_host_behind_50ms";
+    let Some((lab, echo)) = slow_lab(test, 'e', Duration::from_millis(50), 0) else {
+        return;
+    };
+    let got = sweep_blocking(&lab, IcmpSweepConfig::default());
+    let Some((report, least_rtt)) = common::privileged::need(test, "an ICMP socket", got) else {
+        return;
+    };
+    let stats = echo.finish();
+    // A batch's send time is taken when `sendmmsg` returns, a little after the first of
+    // its packets left: a round trip can measure a fraction of a millisecond short.
+    assert!(
+        least_rtt.is_some_and(|r| r >= Duration::from_millis(45)),
+        "every measured round trip includes the delay: {least_rtt:?}"
+    );
+    assert_eq!(report.up, live_hosts(&lab), "{report:?} {stats:?}");
+    assert_eq!(report.probed, 62);
+    assert_eq!(report.timed_out, 22, "{report:?}");
+    // The round trips the engine saw are the responder's delay, not a shortcut.
+    assert!(stats.answered >= 40, "{stats:?}");
+}
+
+/// 50 ms round trips and 20 % of the requests lost: with more retries (the loss-aware rule
+/// grants them once a retry is answered) every live host is found.
+#[test]
+fn icmp_engine_finds_every_host_behind_50ms_with_20_percent_loss() {
+    let test = "icmp_engine_finds_every_host_behind_50ms_with_20_percent_loss";
+    let Some((lab, echo)) = slow_lab(test, 'f', Duration::from_millis(50), 20) else {
+        return;
+    };
+    let cfg = IcmpSweepConfig {
+        retries: 6,
+        ..IcmpSweepConfig::default()
+    };
+    let got = sweep_blocking(&lab, cfg);
+    let Some((report, least_rtt)) = common::privileged::need(test, "an ICMP socket", got) else {
+        return;
+    };
+    let stats = echo.finish();
+    assert!(
+        least_rtt.is_some_and(|r| r >= Duration::from_millis(45)),
+        "every measured round trip includes the delay: {least_rtt:?}"
+    );
+    assert_eq!(report.up, live_hosts(&lab), "{report:?} {stats:?}");
+    assert_eq!(report.timed_out, 22, "{report:?}");
+    assert!(stats.dropped > 0, "the loss was applied: {stats:?}");
+    // Lost requests were retried: more requests than hosts reached the lab.
+    assert!(stats.requests > 40, "{stats:?}");
+}
+
+/// The monitor's re-checks (single ICMP probes with per-host adaptive timeouts, seeded by the
+/// sweep rounds) behind 50 ms round trips: no watched host is reported down while it answers,
+/// and one that falls silent is reported down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_rechecks_behind_50ms_report_only_real_downs() {
+    let test = "adaptive_rechecks_behind_50ms_report_only_real_downs";
+    let Some((lab, echo)) = slow_lab(test, 'g', Duration::from_millis(50), 0) else {
+        return;
+    };
+    let Some(prober) = common::privileged::need(
+        test,
+        "an ICMP socket",
+        IcmpProber::open(IcmpConfig::default()),
+    ) else {
+        return;
+    };
+    let prober = Arc::new(prober);
+    let pool = HostPool::parse([format!("198.18.{}.64/26", lab.net)], 3001).expect("valid pool");
+    let cancel = CancellationToken::new();
+    let cfg = MonitorConfig {
+        failed_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(1)),
+        recheck_interval: Duration::from_millis(100),
+        lease_on_up: false,
+        ..MonitorConfig::default()
+    };
+    let (handle, mut changes) = Monitor::spawn(pool, prober.clone(), cfg, cancel.clone());
+    let mut up = std::collections::BTreeSet::new();
+    while up.len() < 40 {
+        match next(&mut changes).await {
+            Some(HostChange::Up(a)) => assert!(up.insert(a), "{a} came up twice"),
+            other => panic!("while the hosts come up: {other:?}"),
+        }
+    }
+    assert_eq!(up.into_iter().collect::<Vec<_>>(), live_hosts(&lab));
+    // The rounds' round trips seeded the re-checks: about 50 ms + margins, not 1 s.
+    let seeded = prober.current_timeout(lab.addr(65).into());
+    assert!(
+        seeded >= Duration::from_millis(50) && seeded < Duration::from_millis(500),
+        "{seeded:?}"
+    );
+    // About 20 re-checks of every host: none may report an answering host down.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Ok(change) = changes.try_recv() {
+        panic!("no change while every host answers, got {change:?}");
+    }
+    // The last address added: removing the first (the primary address of the /24 on the
+    // link) would take every secondary address with it.
+    lab.remove_host(104).expect("host falls silent");
+    let silent = sa(lab.addr(104));
+    assert_eq!(next(&mut changes).await, Some(HostChange::Down(silent)));
+    assert!(matches!(
+        handle.state(silent),
+        Some(HostState::Backoff { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Ok(change) = changes.try_recv() {
+        panic!("only the silent host changed, got {change:?}");
+    }
+    cancel.cancel();
+    let stats = echo.finish();
+    assert!(
+        stats.answered > 40 * 5,
+        "re-checks went through the delay: {stats:?}"
+    );
 }

@@ -60,8 +60,9 @@ pub struct DiscoverArgs {
     pub port: u16,
 
     /// Time to wait for one answer, in milliseconds [default: icmp: adaptive, from measured
-    /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s);
-    /// tcp: the same from measured connect times; available: 2000]. Given, it is fixed.
+    /// round-trip times (100 ms until the first reply, then between 20 ms and 3 s; --watch
+    /// re-checks per host, 1 s until the host answered); tcp: the same from measured connect
+    /// times; available: 2000]. Given, it is fixed.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
 
@@ -119,7 +120,10 @@ fn build_prober(args: &DiscoverArgs) -> anyhow::Result<Arc<dyn Prober>> {
     Ok(match args.probe {
         ProbeKind::Icmp => {
             let cfg = IcmpConfig {
-                timeout: timeout(1000),
+                timeout: match args.timeout_ms {
+                    Some(ms) => IcmpTimeout::Fixed(Duration::from_millis(ms)),
+                    None => IcmpConfig::DEFAULT_TIMEOUT,
+                },
                 recv_buffer_bytes: (args.recv_buffer > 0).then_some(args.recv_buffer),
                 sock_type: match args.socket {
                     SocketKind::Auto => IcmpSocketKind::Auto,

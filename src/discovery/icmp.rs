@@ -35,14 +35,17 @@
 //! datagram socket (allowed where `net.ipv4.ping_group_range` includes the user's group) and
 //! falls back to a raw socket (root or `CAP_NET_RAW`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use surge_ping::{Client, Config, PingIdentifier, PingSequence, SurgeError, ICMP};
 
+use super::icmp_sweep::{IcmpTimeout, RttEstimator};
 use super::probe::{ProbeResult, Prober};
 
 /// `SOCK_DGRAM` and `SOCK_RAW` (the same values on Linux, the BSDs and macOS).
@@ -64,8 +67,9 @@ pub enum IcmpSocketKind {
 /// Settings of an [`IcmpProber`].
 #[derive(Debug, Clone)]
 pub struct IcmpConfig {
-    /// How long to wait for one echo reply.
-    pub timeout: Duration,
+    /// How long to wait for one echo reply: [`IcmpConfig::DEFAULT_TIMEOUT`] adapts per host
+    /// (see [`IcmpProber`]); [`IcmpTimeout::Fixed`] waits exactly that long for every probe.
+    pub timeout: IcmpTimeout,
     /// Requested receive buffer of each ICMP socket in bytes (the kernel doubles it and caps it
     /// at `net.core.rmem_max`); `None` keeps the kernel default. Default 8 MiB.
     pub recv_buffer_bytes: Option<usize>,
@@ -78,10 +82,21 @@ pub struct IcmpConfig {
     pub filter_echo_replies: bool,
 }
 
+impl IcmpConfig {
+    /// The default timeout of single probes: 1 s for a host never measured, then derived from
+    /// that host's round-trip times, between 20 ms and 3 s (the sweep engine's floor and
+    /// ceiling, [`IcmpTimeout::DEFAULT_ADAPTIVE`]).
+    pub const DEFAULT_TIMEOUT: IcmpTimeout = IcmpTimeout::Adaptive {
+        initial: Duration::from_secs(1),
+        floor: Duration::from_millis(20),
+        ceiling: Duration::from_secs(3),
+    };
+}
+
 impl Default for IcmpConfig {
     fn default() -> Self {
         IcmpConfig {
-            timeout: Duration::from_secs(1),
+            timeout: IcmpConfig::DEFAULT_TIMEOUT,
             recv_buffer_bytes: Some(8 << 20),
             sock_type: IcmpSocketKind::Auto,
             payload_len: 16,
@@ -116,11 +131,35 @@ struct Family {
     recv_buffer: Option<usize>,
 }
 
+/// Most hosts whose round-trip times an [`IcmpProber`] keeps; hosts beyond it are probed with
+/// the initial timeout.
+const MAX_TIMED_HOSTS: usize = 1 << 16;
+
+/// Round-trip estimates of the hosts that answered an [`IcmpProber`].
+#[derive(Debug, Default)]
+struct HostTimers {
+    /// Per host: its estimator and the probes unanswered since its last reply.
+    hosts: HashMap<IpAddr, (RttEstimator, u32)>,
+}
+
 /// ICMP echo prober: one shared surge-ping client per address family, a unique
 /// (identifier, sequence) per probe, and an enlarged receive buffer. See the module docs for
 /// why. Ports of probed addresses are ignored.
+///
+/// # Timeouts of single probes
+/// With an adaptive [`IcmpConfig::timeout`] (the default, [`IcmpConfig::DEFAULT_TIMEOUT`]) the
+/// prober keeps a round-trip estimate per host that answered (up to 65,536 hosts), with the
+/// sweep engine's rule ([`IcmpTimeout`]): `srtt + max(4·rttvar, srtt/4)`, clamped to the floor
+/// and the ceiling. A host never measured gets the initial timeout. Each unanswered probe of a
+/// measured host doubles its next timeout until it answers again, up to the initial timeout (or
+/// the host's own estimate where that is longer): a host whose round trip grew is still found
+/// by the retries, a host that went silent is noticed after a few round trips instead of a
+/// fixed second per attempt, and a host that stays silent is never probed slower than one never
+/// measured. [`Prober::observe`] seeds the estimate with a round trip measured elsewhere (the
+/// monitor passes on what its sweep rounds measured). A fixed timeout is used as given.
 pub struct IcmpProber {
     cfg: IcmpConfig,
+    timers: Mutex<HostTimers>,
     v4: Result<Family, String>,
     v6: Result<Family, String>,
     ident_base: u16,
@@ -288,6 +327,7 @@ impl IcmpProber {
         let payload = vec![0x5a; cfg.payload_len];
         Ok(IcmpProber {
             cfg,
+            timers: Mutex::new(HostTimers::default()),
             v4,
             v6,
             ident_base: rand::random(),
@@ -310,6 +350,44 @@ impl IcmpProber {
     pub fn config(&self) -> &IcmpConfig {
         &self.cfg
     }
+
+    fn timers(&self) -> MutexGuard<'_, HostTimers> {
+        // Every critical section leaves the map consistent, so a poisoned lock is usable.
+        self.timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long the next probe of `ip` waits for its reply (see "Timeouts of single probes").
+    pub fn current_timeout(&self, ip: IpAddr) -> Duration {
+        match self.timers().hosts.get(&ip) {
+            Some((est, unanswered)) => est.backed_off(*unanswered),
+            None => RttEstimator::new(self.cfg.timeout).current(),
+        }
+    }
+
+    /// Records the outcome of a probe of `ip`: a measured round trip, or `None` for no answer.
+    fn record(&self, ip: IpAddr, rtt: Option<Duration>) {
+        if matches!(self.cfg.timeout, IcmpTimeout::Fixed(_)) {
+            return;
+        }
+        let mut timers = self.timers();
+        let full = timers.hosts.len() >= MAX_TIMED_HOSTS;
+        match (timers.hosts.get_mut(&ip), rtt) {
+            (Some((est, unanswered)), Some(rtt)) => {
+                est.sample(rtt);
+                *unanswered = 0;
+            }
+            (Some((_, unanswered)), None) => *unanswered = unanswered.saturating_add(1),
+            (None, Some(rtt)) if !full => {
+                let mut est = RttEstimator::new(self.cfg.timeout);
+                est.sample(rtt);
+                timers.hosts.insert(ip, (est, 0));
+            }
+            // A host never measured keeps the initial timeout.
+            (None, _) => {}
+        }
+    }
 }
 
 #[async_trait]
@@ -328,13 +406,19 @@ impl Prober for IcmpProber {
         let ident = PingIdentifier(self.ident_base ^ (n >> 16) as u16);
         let seq = PingSequence(n as u16);
         let mut pinger = family.client.pinger(addr.ip(), ident).await;
-        pinger.timeout(self.cfg.timeout);
+        pinger.timeout(self.current_timeout(addr.ip()));
         if let SocketAddr::V6(sa) = addr {
             pinger.scope_id(sa.scope_id());
         }
         match pinger.ping(seq, &self.payload).await {
-            Ok((_packet, rtt)) => ProbeResult::Up { rtt },
-            Err(SurgeError::Timeout { .. }) => ProbeResult::Timeout,
+            Ok((_packet, rtt)) => {
+                self.record(addr.ip(), Some(rtt));
+                ProbeResult::Up { rtt }
+            }
+            Err(SurgeError::Timeout { .. }) => {
+                self.record(addr.ip(), None);
+                ProbeResult::Timeout
+            }
             Err(SurgeError::IOError(e)) => match e.kind() {
                 std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
                     ProbeResult::Unreachable
@@ -354,6 +438,10 @@ impl Prober for IcmpProber {
         "icmp"
     }
 
+    fn observe(&self, addr: SocketAddr, rtt: Duration) {
+        self.record(addr.ip(), Some(rtt));
+    }
+
     /// Bounded by the granted receive buffer, so that a reply to every probe in flight fits
     /// in it: 1 KiB per probe when only echo replies reach the socket (a reply is charged about
     /// 830 bytes), 2 KiB when a raw socket also sees other ICMP (on loopback, a copy of each
@@ -362,6 +450,12 @@ impl Prober for IcmpProber {
     /// sweep of a mostly empty range more than needed.
     fn batch_icmp(&self) -> Option<super::IcmpSweepConfig> {
         Some(super::IcmpSweepConfig {
+            // The engine counts late replies while it retries, so it starts lower (100 ms);
+            // a fixed timeout is kept.
+            timeout: match self.cfg.timeout {
+                IcmpTimeout::Fixed(d) => IcmpTimeout::Fixed(d),
+                IcmpTimeout::Adaptive { .. } => IcmpTimeout::DEFAULT_ADAPTIVE,
+            },
             recv_buffer_bytes: self.cfg.recv_buffer_bytes,
             sock_type: self.cfg.sock_type,
             payload_len: self.cfg.payload_len,

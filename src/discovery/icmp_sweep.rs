@@ -30,8 +30,11 @@
 //! # Adaptive timeouts
 //! [`IcmpTimeout::Adaptive`] keeps a smoothed round-trip time and its variation from the
 //! replies, the way TCP (RFC 6298) and nmap do: `srtt += (r - srtt)/8`,
-//! `rttvar += (|r - srtt| - rttvar)/4`, timeout `srtt + 4·rttvar`, clamped to a floor and a
-//! ceiling. Only unambiguous samples count (the sequence number names the attempt a reply
+//! `rttvar += (|r - srtt| - rttvar)/4`, timeout `srtt + max(4·rttvar, srtt/4)`, clamped to a
+//! floor and a ceiling. The `srtt/4` margin matters on steady paths: there rttvar decays to
+//! almost nothing, and without it the timeout shrank to the round trip itself (measured in a
+//! namespace with 50 ms of delay: retries expired a hair before their answers, and lost hosts
+//! were missed). Only unambiguous samples count (the sequence number names the attempt a reply
 //! answers). Until the first reply, the initial timeout applies.
 
 use std::collections::{HashMap, VecDeque};
@@ -151,6 +154,25 @@ impl RttEstimator {
         }
     }
 
+    /// The timeout after `timeouts` consecutive unanswered probes: the current one doubled
+    /// that many times (RFC 6298, 5.5), but not beyond the initial timeout (nor the
+    /// ceiling) unless the current one already is: a host that stays silent is then probed
+    /// no slower than a host never measured. A fixed timeout stays fixed.
+    pub(crate) fn backed_off(&self, timeouts: u32) -> Duration {
+        let current = self.current();
+        match self.timeout {
+            IcmpTimeout::Fixed(_) => current,
+            IcmpTimeout::Adaptive {
+                initial, ceiling, ..
+            } => {
+                let cap = initial.min(ceiling).max(current);
+                current
+                    .checked_mul(1u32 << timeouts.min(16))
+                    .map_or(cap, |d| d.min(cap))
+            }
+        }
+    }
+
     pub(crate) fn current(&self) -> Duration {
         match self.timeout {
             IcmpTimeout::Fixed(d) => d,
@@ -160,9 +182,108 @@ impl RttEstimator {
                 ceiling,
             } => match self.srtt {
                 None => initial,
-                Some(s) => (s + self.rttvar * 4).clamp(floor, ceiling.max(floor)),
+                // At least a quarter of the round trip as margin: on a steady path rttvar
+                // decays towards zero, and the timeout would otherwise shrink to the round
+                // trip itself, so that the least jitter expires answers on their way.
+                Some(s) => (s + (self.rttvar * 4).max(s / 4)).clamp(floor, ceiling.max(floor)),
             },
         }
+    }
+}
+
+/// The loss-controlled window and the loss-aware retries of a sweep: pure bookkeeping, fed
+/// with the replies, asked before each send and at each expiry.
+///
+/// - **Window.** Without an explicit window, the most probes in flight are derived from the
+///   receive buffer the kernel granted (1 KiB per probe, 64 to 16384; 256 when unknown), so a
+///   reply to every probe in flight fits in it. A reply to a retry means an earlier attempt was
+///   lost (or late): the window then halves, at most once per timeout and not below 64; each
+///   reply to a first attempt grows it by one, back up to the buffer-derived size. An explicit
+///   window stays as given.
+/// - **Retries.** Before any reply, an address gets all its retries (nothing is known about the
+///   network yet). While replies come on first attempts only (no loss seen), an address gets
+///   one retry: on a lossless network a second silence means nobody is there, and a silent
+///   range ends sooner. Once a retry was answered (loss seen), all retries. An address that
+///   ran out of such cut retries is kept one more timeout before it is given up: a late
+///   answer still counts, and if loss shows meanwhile it gets its remaining retries (the
+///   sweep engine does this with [`LossControl::retries_cut`]; no window slot is held).
+#[derive(Debug, Clone)]
+pub(crate) struct LossControl {
+    adapt: bool,
+    window: usize,
+    max_window: usize,
+    floor: usize,
+    last_cut: Instant,
+    loss_seen: bool,
+    first_replies: u64,
+    retries: u32,
+}
+
+impl LossControl {
+    /// A controller for a sweep with the `explicit` window (else derived from the `granted`
+    /// receive buffer in bytes) and `retries` extra attempts, starting at `now`.
+    pub(crate) fn new(
+        explicit: Option<usize>,
+        granted: Option<usize>,
+        retries: u32,
+        now: Instant,
+    ) -> Self {
+        let max_window = explicit
+            .unwrap_or_else(|| granted.map_or(256, |b| (b / 1024).clamp(64, 16384)))
+            .max(1);
+        LossControl {
+            adapt: explicit.is_none(),
+            window: max_window,
+            max_window,
+            floor: 64.min(max_window),
+            last_cut: now,
+            loss_seen: false,
+            first_replies: 0,
+            retries,
+        }
+    }
+
+    /// Most probes in flight now.
+    pub(crate) fn window(&self) -> usize {
+        self.window
+    }
+
+    /// A reply to `attempt` (0: the first) read at `at`, while the probe timeout is `timeout`.
+    pub(crate) fn on_reply(&mut self, attempt: u32, at: Instant, timeout: Duration) {
+        if attempt == 0 {
+            self.first_replies += 1;
+        } else {
+            self.loss_seen = true;
+        }
+        if !self.adapt {
+            return;
+        }
+        if attempt == 0 {
+            self.window = (self.window + 1).min(self.max_window);
+        } else if at.saturating_duration_since(self.last_cut) > timeout {
+            self.window = (self.window / 2).max(self.floor);
+            self.last_cut = at;
+            tracing::debug!(window = self.window, "reply to a retry: window halved");
+        }
+    }
+
+    /// Extra attempts an address gets now.
+    pub(crate) fn retries(&self) -> u32 {
+        if self.loss_seen || self.first_replies == 0 {
+            self.retries
+        } else {
+            self.retries.min(1)
+        }
+    }
+
+    /// True while fewer retries are granted than configured (replies came, no loss seen).
+    pub(crate) fn retries_cut(&self) -> bool {
+        self.retries() < self.retries
+    }
+
+    /// Whether an address whose `attempt` (0: the first) went unanswered is tried again.
+    pub(crate) fn retry_after(&self, attempt: u32) -> bool {
+        attempt < self.retries()
     }
 }
 
@@ -474,18 +595,12 @@ where
         .as_ref()
         .ok()
         .and_then(|s| s.socket.recv_buffer_size().ok());
-    let max_window = cfg
-        .window
-        .unwrap_or_else(|| granted.map_or(256, |b| (b / 1024).clamp(64, 16384)))
-        .max(1);
-    // Loss control (only without an explicit window): a reply to a retry means an earlier
-    // attempt was lost or late; the window then halves (at most once per timeout, not below
-    // 64) and grows by one per first-attempt reply, back up to the buffer-derived size.
-    let adapt = cfg.window.is_none();
-    let mut window = max_window;
-    let mut last_cut = Instant::now();
-    let window_floor = 64.min(max_window);
-    tracing::debug!(?granted, max_window, "ICMP sweep sockets open");
+    let mut control = LossControl::new(cfg.window, granted, cfg.retries, Instant::now());
+    tracing::debug!(
+        ?granted,
+        window = control.window(),
+        "ICMP sweep sockets open"
+    );
     let socks: Vec<Arc<Sock>> = [&v4, &v6]
         .into_iter()
         .filter_map(|s| s.as_ref().ok().cloned())
@@ -523,10 +638,10 @@ where
     // Sent probes in send order: (address, attempt, sent).
     let mut queue: VecDeque<(IpAddr, u32, Instant)> = VecDeque::new();
     let mut retry: VecDeque<IpAddr> = VecDeque::new();
+    // Addresses out of (cut) retries, waiting one more timeout: (address, last deadline).
+    let mut parked: VecDeque<(IpAddr, Instant)> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut carry: Vec<Vec<Reply>> = Vec::new();
-    let mut loss_seen = false;
-    let mut first_replies = 0u64;
     let plen = packet.len();
     let mut batch_bufs = vec![0u8; plen * SEND_BATCH];
     let mut batch_ips: Vec<IpAddr> = Vec::with_capacity(SEND_BATCH);
@@ -576,20 +691,7 @@ where
                         est.sample(at.saturating_duration_since(s));
                     }
                 }
-                if attempt == 0 {
-                    first_replies += 1;
-                } else {
-                    loss_seen = true;
-                }
-                if adapt {
-                    if attempt == 0 {
-                        window = (window + 1).min(max_window);
-                    } else if at.saturating_duration_since(last_cut) > est.current() {
-                        window = (window / 2).max(window_floor);
-                        last_cut = at;
-                        tracing::debug!(window = window, "reply to a retry: window halved");
-                    }
-                }
+                control.on_reply(attempt, at, est.current());
                 let e = entries.remove(&ip).expect("present");
                 if e.in_flight {
                     in_flight -= 1;
@@ -614,26 +716,42 @@ where
             in_flight -= 1;
             let e = entries.get_mut(&ip).expect("present");
             e.in_flight = false;
-            // Loss-aware retries: while replies come on first attempts only (no loss seen), an
-            // address gets one retry; once a retry was answered (loss), all `cfg.retries`.
-            // Before any reply, all retries (nothing is known about the network yet).
-            let retries = if loss_seen || first_replies == 0 {
-                cfg.retries
-            } else {
-                cfg.retries.min(1)
-            };
-            if e.attempt < retries {
+            if control.retry_after(e.attempt) {
                 retry.push_back(ip);
+            } else if control.retries_cut() {
+                // Fewer retries than asked for (no loss seen yet): wait one more timeout for
+                // a late answer, and for loss to show, before giving the address up.
+                parked.push_back((ip, sent + timeout));
             } else {
                 let e = entries.remove(&ip).expect("present");
                 finish(&mut report, &e, ProbeResult::Timeout);
             }
+        }
+        // Parked addresses: retried after all once loss shows, given up one timeout after
+        // their last deadline otherwise. (An answer removes the entry meanwhile.)
+        while let Some(&(ip, deadline)) = parked.front() {
+            let Some(e) = entries.get(&ip) else {
+                parked.pop_front();
+                continue;
+            };
+            if control.retry_after(e.attempt) {
+                parked.pop_front();
+                retry.push_back(ip);
+                continue;
+            }
+            if deadline + timeout > drained {
+                break;
+            }
+            parked.pop_front();
+            let e = entries.remove(&ip).expect("present");
+            finish(&mut report, &e, ProbeResult::Timeout);
         }
         // 3. Send what the window and the pacer allow, in batches of one `sendmmsg` call
         //    (one family per batch; single probes when paced).
         let mut sent_any = false;
         let mut blocked = false;
         let batch_max = if interval.is_some() { 1 } else { SEND_BATCH };
+        let window = control.window();
         'send: while in_flight < window && !blocked {
             batch_ips.clear();
             batch_dests.clear();
@@ -780,7 +898,7 @@ where
         // 4. Wait for replies, the next deadline or the pacer (at most 1 ms: the drained
         //    instant advances in the receiver's own rhythm).
         let mut wait = Duration::from_millis(1);
-        if let (Some(_), true) = (interval, in_flight < window) {
+        if let (Some(_), true) = (interval, in_flight < control.window()) {
             wait = wait.min(next_send.saturating_duration_since(Instant::now()));
         }
         if let Ok(batch) = rx.recv_timeout(wait) {
@@ -819,10 +937,147 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_round_trip_keeps_a_quarter_of_it_as_margin() {
+        let mut est = RttEstimator::new(IcmpTimeout::DEFAULT_ADAPTIVE);
+        for _ in 0..200 {
+            est.sample(80 * MS);
+        }
+        // rttvar has decayed to nothing; the timeout stays above the round trip.
+        assert_eq!(est.current(), 100 * MS);
+    }
+
+    #[test]
     fn fixed_timeout_ignores_samples() {
         let mut est = RttEstimator::new(IcmpTimeout::Fixed(10 * MS));
         est.sample(500 * MS);
         assert_eq!(est.current(), 10 * MS);
+        assert_eq!(
+            est.backed_off(3),
+            10 * MS,
+            "a fixed timeout is not backed off"
+        );
+    }
+
+    #[test]
+    fn unanswered_probes_double_the_timeout_up_to_the_initial_one() {
+        let single = IcmpTimeout::Adaptive {
+            initial: 1000 * MS,
+            floor: 20 * MS,
+            ceiling: 3000 * MS,
+        };
+        let mut est = RttEstimator::new(single);
+        for _ in 0..20 {
+            est.sample(Duration::from_micros(50));
+        }
+        assert_eq!(est.backed_off(0), 20 * MS);
+        assert_eq!(est.backed_off(1), 40 * MS);
+        assert_eq!(est.backed_off(3), 160 * MS);
+        assert_eq!(
+            est.backed_off(6),
+            1000 * MS,
+            "capped at the initial timeout"
+        );
+        assert_eq!(est.backed_off(u32::MAX), 1000 * MS);
+        // A host slower than the initial timeout keeps its own (no doubling beyond it).
+        let mut slow = RttEstimator::new(single);
+        slow.sample(600 * MS);
+        assert_eq!(slow.current(), 1800 * MS);
+        assert_eq!(slow.backed_off(2), 1800 * MS);
+        // The ceiling bounds the cap when the initial timeout lies above it.
+        let mut high = RttEstimator::new(IcmpTimeout::Adaptive {
+            initial: 5000 * MS,
+            floor: 20 * MS,
+            ceiling: 3000 * MS,
+        });
+        high.sample(Duration::from_micros(50));
+        assert_eq!(high.backed_off(10), 3000 * MS);
+    }
+
+    #[test]
+    fn window_follows_the_granted_buffer_or_the_explicit_value() {
+        let t0 = Instant::now();
+        let w = |explicit, granted| LossControl::new(explicit, granted, 2, t0).window();
+        assert_eq!(w(None, Some(16 << 20)), 16384, "16 MiB: 1 KiB per probe");
+        assert_eq!(w(None, Some(1 << 30)), 16384, "capped");
+        assert_eq!(w(None, Some(100 << 10)), 100);
+        assert_eq!(w(None, Some(4096)), 64, "at least 64");
+        assert_eq!(w(None, None), 256, "buffer unknown");
+        assert_eq!(w(Some(10), Some(16 << 20)), 10, "explicit wins");
+        assert_eq!(w(Some(0), None), 1, "never zero");
+    }
+
+    #[test]
+    fn replies_to_retries_halve_the_window_once_per_timeout_down_to_64() {
+        let t0 = Instant::now();
+        let timeout = 20 * MS;
+        let mut c = LossControl::new(None, Some(1 << 20), 2, t0);
+        assert_eq!(c.window(), 1024);
+        // First-attempt replies at the full window change nothing.
+        c.on_reply(0, t0 + MS, timeout);
+        assert_eq!(c.window(), 1024);
+        // Within the first timeout of the sweep: no cut yet.
+        c.on_reply(1, t0 + 10 * MS, timeout);
+        assert_eq!(c.window(), 1024);
+        c.on_reply(1, t0 + 30 * MS, timeout);
+        assert_eq!(c.window(), 512, "a reply to a retry halves the window");
+        c.on_reply(2, t0 + 40 * MS, timeout);
+        assert_eq!(c.window(), 512, "at most one cut per timeout");
+        c.on_reply(1, t0 + 51 * MS, timeout);
+        assert_eq!(c.window(), 256);
+        for i in 0..10u32 {
+            c.on_reply(1, t0 + (80 + 30 * i) * MS, timeout);
+        }
+        assert_eq!(c.window(), 64, "not below 64");
+        // First-attempt replies grow it by one each, back up to the buffer-derived size.
+        for _ in 0..100 {
+            c.on_reply(0, t0 + 500 * MS, timeout);
+        }
+        assert_eq!(c.window(), 164);
+        for _ in 0..2000 {
+            c.on_reply(0, t0 + 500 * MS, timeout);
+        }
+        assert_eq!(c.window(), 1024);
+    }
+
+    #[test]
+    fn an_explicit_window_is_not_adapted() {
+        let t0 = Instant::now();
+        let mut c = LossControl::new(Some(300), Some(16 << 20), 2, t0);
+        for i in 1..20u32 {
+            c.on_reply(1, t0 + i * 100 * MS, 20 * MS);
+        }
+        assert_eq!(c.window(), 300);
+        // Loss still counts for the retries.
+        assert_eq!(c.retries(), 2);
+    }
+
+    #[test]
+    fn retries_depend_on_the_loss_seen() {
+        let t0 = Instant::now();
+        let mut c = LossControl::new(None, None, 3, t0);
+        // Nothing known yet: every retry.
+        assert_eq!(c.retries(), 3);
+        assert!(!c.retries_cut());
+        assert!(c.retry_after(0) && c.retry_after(2) && !c.retry_after(3));
+        // Replies to first attempts only: one retry.
+        c.on_reply(0, t0 + MS, 20 * MS);
+        assert_eq!(c.retries(), 1);
+        assert!(
+            c.retries_cut(),
+            "an address out of retries now is kept a while"
+        );
+        assert!(c.retry_after(0));
+        assert!(!c.retry_after(1));
+        // A retry was answered: loss, every retry again.
+        c.on_reply(1, t0 + 2 * MS, 20 * MS);
+        assert_eq!(c.retries(), 3);
+        assert!(!c.retries_cut());
+        assert!(c.retry_after(2) && !c.retry_after(3));
+        // Without retries configured there are none, loss or not.
+        let mut none = LossControl::new(None, None, 0, t0);
+        assert!(!none.retry_after(0));
+        none.on_reply(0, t0 + MS, 20 * MS);
+        assert!(!none.retry_after(0));
     }
 
     #[test]

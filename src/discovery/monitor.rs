@@ -376,17 +376,24 @@ async fn run(
                         ecfg.retries = sweep_cfg.retries;
                         ecfg.rate_per_sec = sweep_cfg.rate_per_sec;
                         ecfg.window = sweep_cfg.window;
-                        let (pool, inner3, tx3, c3) = (
+                        let (pool, inner3, tx3, c3, p3) = (
                             Arc::clone(&pool),
                             Arc::clone(&inner2),
                             tx2.clone(),
                             c2.clone(),
+                            Arc::clone(&prober),
                         );
                         let swept = tokio::task::spawn_blocking(move || {
                             let unseen =
                                 pool.iter().filter(|a| !inner3.lock().hosts.contains_key(a));
                             icmp_sweep(unseen, &ecfg, &c3, |addr, r| {
-                                if r.is_up() {
+                                if let ProbeResult::Up { rtt } = r {
+                                    // The engine reports zero when it cannot tell which
+                                    // attempt was answered; the checks' timeouts start from
+                                    // the measured round trips.
+                                    if !rtt.is_zero() {
+                                        p3.observe(addr, *rtt);
+                                    }
                                     let _ = tx3.send(RoundMsg::Up(addr));
                                 }
                             })

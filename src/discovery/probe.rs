@@ -84,6 +84,12 @@ pub trait Prober: Send + Sync + 'static {
     fn batch_icmp(&self) -> Option<super::IcmpSweepConfig> {
         None
     }
+
+    /// Tells the prober that `addr` answered another probe (e.g. a batch sweep) after `rtt`,
+    /// so that its own timeouts can start from that round trip. The default ignores it.
+    fn observe(&self, addr: SocketAddr, rtt: Duration) {
+        let _ = (addr, rtt);
+    }
 }
 
 fn classify_io_error(e: &io::Error) -> ProbeResult {
