@@ -639,6 +639,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             port: args.port,
             dialect: args.dialect,
             labels: Labels::new(),
+            launch: None,
+            health: None,
         });
     }
     match start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await {
@@ -817,6 +819,8 @@ pub(crate) async fn start_sim_groups(
             port: c.addrs().first().map_or(DEFAULT_PORT, |a| a.port()),
             dialect,
             labels: g.labels.clone(),
+            launch: None,
+            health: None,
         });
         clusters.push(c);
     }

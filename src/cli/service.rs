@@ -207,6 +207,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             port: args.port,
             dialect: args.dialect,
             labels: Labels::new(),
+            launch: None,
+            health: None,
         });
     }
     let (clusters, sims) = start_sim_groups(&sim_groups, args.dialect, args.sim_speed).await?;

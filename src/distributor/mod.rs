@@ -457,6 +457,8 @@ impl Distributor {
                 port: cfg.port,
                 dialect: cfg.session.dialect,
                 labels: Labels::new(),
+                launch: None,
+                health: None,
             });
         }
         groups.extend(cfg.groups.iter().cloned());

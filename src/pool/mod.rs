@@ -42,6 +42,7 @@
 mod engine;
 pub mod file;
 pub mod labels;
+pub mod lifecycle;
 mod sched;
 pub mod strategy;
 
@@ -59,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use file::{PoolFile, PoolFileError, SimGroup, TargetGroup};
 pub use labels::{LabelError, LabelValue, Labels, Selector};
+pub use lifecycle::{AddressSource, HealthCheck, LaunchSpec, LifecycleStats, StopSignal};
 pub use sched::PairStats;
 pub use strategy::{Strategy, Verdict};
 
@@ -141,23 +143,9 @@ impl Pool {
         let mut groups = Vec::with_capacity(cfg.groups.len());
         let mut spans = Vec::new();
         for g in &cfg.groups {
-            let hosts = g.host_pool()?;
-            if cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
-                return Err(DistributorError::Config(format!(
-                    "--probe available needs v3 targets, but group {} speaks {}; use --probe tcp or icmp",
-                    g.name, g.dialect
-                )));
-            }
-            let mut session = cfg.session.clone();
-            session.dialect = g.dialect;
-            spans.push(hosts.clone());
-            groups.push(Arc::new(GroupRt {
-                name: g.name.clone(),
-                hosts,
-                labels: Arc::new(g.labels.clone()),
-                session,
-                added: false,
-            }));
+            let rt = GroupRt::build(g, &cfg, false)?;
+            spans.push(rt.hosts.clone());
+            groups.push(Arc::new(rt));
         }
         for (i, a) in spans.iter().enumerate() {
             for b in &spans[i + 1..] {
@@ -174,7 +162,14 @@ impl Pool {
                 }
             }
         }
-        let all = HostPool::merge(spans);
+        // Launched groups' instances are not probed: their launcher knows when they answer.
+        let all = HostPool::merge(
+            spans
+                .iter()
+                .zip(&groups)
+                .filter(|(_, g)| g.launch.is_none())
+                .map(|(s, _)| s.clone()),
+        );
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sched: Mutex::new(Scheduler::new(cfg.strategy.clone())),
@@ -188,6 +183,8 @@ impl Pool {
             exps: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
+            life: Arc::new(lifecycle::Counters::default()),
+            health_fails: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(engine::run_pool(shared.clone(), all, ctl_rx));
         Ok(Pool {
@@ -384,6 +381,7 @@ impl Pool {
             .clone();
         let current = self.shared.current().clone();
         PoolSnapshot {
+            lifecycle: self.shared.life.snapshot(),
             strategy: self.shared.cfg.strategy.name(),
             targets: board
                 .targets
@@ -412,22 +410,7 @@ impl Pool {
     /// Add a target group while the pool runs: its hosts are probed as the others are. Its
     /// name must be new and its addresses must not belong to another group.
     pub fn add_group(&self, g: TargetGroup) -> Result<(), DistributorError> {
-        let hosts = g.host_pool()?;
-        if self.shared.cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
-            return Err(DistributorError::Config(format!(
-                "group {}: the pool probes with AVAILABLE, which {} targets lack",
-                g.name, g.dialect
-            )));
-        }
-        let mut session = self.shared.cfg.session.clone();
-        session.dialect = g.dialect;
-        let rt = Arc::new(GroupRt {
-            name: g.name.clone(),
-            hosts,
-            labels: Arc::new(g.labels.clone()),
-            session,
-            added: true,
-        });
+        let rt = Arc::new(GroupRt::build(&g, &self.shared.cfg, true)?);
         {
             let mut groups = self
                 .shared
@@ -991,6 +974,8 @@ pub struct PoolSnapshot {
     pub targets: Vec<PoolTarget>,
     /// Running experiments, highest priority first.
     pub experiments: Vec<MetricsSnapshot>,
+    /// Launched instances and health checks.
+    pub lifecycle: LifecycleStats,
 }
 
 impl PoolSnapshot {

@@ -771,6 +771,8 @@ impl Lab {
             port: reg.port,
             dialect,
             labels,
+            launch: None,
+            health: None,
         })
     }
 

@@ -25,6 +25,8 @@
 //!     port: 3001,
 //!     dialect: Dialect::V3,
 //!     labels: Labels::new(),
+//!     launch: None,
+//!     health: None,
 //! });
 //! let service = Service::start(ServiceConfig::new("lab-data", pool)).await?;
 //! let client = Client::new(&format!("http://{}", service.local_addr()), service.token())?;
