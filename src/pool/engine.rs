@@ -117,9 +117,8 @@ impl GroupRt {
         }
         let launch = match &g.launch {
             Some(l) => {
-                l.check().map_err(|e| {
-                    DistributorError::Config(format!("group {}: {e}", g.name))
-                })?;
+                l.check()
+                    .map_err(|e| DistributorError::Config(format!("group {}: {e}", g.name)))?;
                 Some(Arc::new(LaunchRt::new(l.clone(), g.port)))
             }
             None => None,
@@ -187,10 +186,7 @@ impl Shared {
     }
 
     pub fn group_of(&self, addr: SocketAddr) -> Option<Arc<GroupRt>> {
-        self.groups()
-            .iter()
-            .find(|g| g.has(addr))
-            .cloned()
+        self.groups().iter().find(|g| g.has(addr)).cloned()
     }
 
     pub fn hold_of(&self, addr: SocketAddr) -> Option<Hold> {

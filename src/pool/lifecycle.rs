@@ -193,10 +193,7 @@ impl LaunchSpec {
 
     /// The command of instance `index` at `port`.
     pub fn command_of(&self, index: usize, port: u16) -> String {
-        let ip = self
-            .ip_of(index)
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+        let ip = self.ip_of(index).map(|i| i.to_string()).unwrap_or_default();
         self.command
             .replace("{index}", &index.to_string())
             .replace("{ip}", &ip)
@@ -450,8 +447,13 @@ async fn spawn(text: &str, stdout: bool) -> std::io::Result<std::process::Child>
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                    != 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -722,10 +724,11 @@ fn read_address(out: std::process::ChildStdout, port: u16, tx: oneshot::Sender<S
         let Some(word) = line.split_whitespace().next() else {
             continue;
         };
-        let addr = word
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| word.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port)));
+        let addr = word.parse::<SocketAddr>().ok().or_else(|| {
+            word.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, port))
+        });
         if let (Some(a), Some(t)) = (addr, tx.take()) {
             let _ = t.send(a);
         }
@@ -842,9 +845,7 @@ async fn step(name: &str, rt: &LaunchRt, view: &PoolView, instances: &mut Vec<In
             view.changed.notify_waiters();
             tracing::info!(group = %name, index = inst.index, "stopping an idle launched target");
             signal_group(inst.pgid(), spec.stop_signal.number());
-            view.counters
-                .idle_stopped
-                .fetch_add(1, Ordering::Relaxed);
+            view.counters.idle_stopped.fetch_add(1, Ordering::Relaxed);
             let counters = view.counters.clone();
             if let Some(mut c) = inst.child.take() {
                 tokio::spawn(async move {
@@ -911,7 +912,11 @@ mod tests {
 
     #[test]
     fn commands_are_filled_in() {
-        let mut l = LaunchSpec::new("qemu -netdev user,hostfwd=tcp:{ip}:{port}-:3001 -name t{index}", 1, 4);
+        let mut l = LaunchSpec::new(
+            "qemu -netdev user,hostfwd=tcp:{ip}:{port}-:3001 -name t{index}",
+            1,
+            4,
+        );
         l.first_ip = "127.0.1.10".parse().unwrap();
         assert_eq!(
             l.command_of(2, 4000),

@@ -544,12 +544,19 @@ impl Pool {
     }
 
     /// Stop every experiment (their in-flight variants go back to their queues and stay out
-    /// of their ledgers) and close the sessions.
-    pub async fn shutdown(mut self) {
+    /// of their ledgers), close the sessions and stop the launched targets. Returns the final
+    /// lifecycle counts.
+    pub async fn shutdown(mut self) -> LifecycleStats {
         self.shared.cancel.cancel();
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        self.shared.life.snapshot()
+    }
+
+    /// Launched instances and health checks so far.
+    pub fn lifecycle(&self) -> LifecycleStats {
+        self.shared.life.snapshot()
     }
 }
 

@@ -1,0 +1,398 @@
+//! Launched targets and health checks, end to end: `taskdist sim` processes (one simulated
+//! host each, on its own 127.0.0.x address) are the targets `taskdist run --launch` and the
+//! pool start, grow, shrink, restart and stop; one freezes, one reports wrong events and fails
+//! its health check. No launched process may outlive taskdist, also after Ctrl-C and
+//! `kill -9`: checked by scanning /proc for the children's pids.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TASKDIST: &str = env!("CARGO_BIN_EXE_taskdist");
+
+/// A process as /proc shows it: pid and start time (so a reused pid is not mistaken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Proc {
+    pid: i32,
+    start: u64,
+}
+
+/// (ppid, state, start time) of `pid`, from /proc/PID/stat.
+fn stat(pid: i32) -> Option<(i32, char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first()?.chars().next()?;
+    let ppid = f.get(1)?.parse().ok()?;
+    let start = f.get(19)?.parse().ok()?;
+    Some((ppid, state, start))
+}
+
+/// The live (not zombie) children of `parent` whose command line mentions `sim`.
+fn sim_children(parent: i32) -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Some((ppid, state, start)) = stat(pid) else {
+            continue;
+        };
+        if ppid != parent || matches!(state, 'Z' | 'X') {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // `taskdist sim ...`: the word `sim` as an argument of its own.
+        if cmd.windows(5).any(|w| w == b"\0sim\0") {
+            out.push(Proc { pid, start });
+        }
+    }
+    out
+}
+
+fn alive(p: Proc) -> bool {
+    matches!(stat(p.pid), Some((_, state, start)) if start == p.start && !matches!(state, 'Z' | 'X'))
+}
+
+/// Watches the launched children of a process: every one seen, and the most at once.
+struct Watcher {
+    seen: Arc<Mutex<(HashSet<Proc>, usize)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(parent: i32) -> Watcher {
+        let seen = Arc::new(Mutex::new((HashSet::new(), 0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let now = sim_children(parent);
+                let mut g = s.lock().unwrap();
+                g.1 = g.1.max(now.len());
+                g.0.extend(now);
+                drop(g);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        Watcher {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every child seen and the most at once.
+    fn finish(mut self) -> (HashSet<Proc>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let g = self.seen.lock().unwrap();
+        (g.0.clone(), g.1)
+    }
+
+    fn now(&self) -> (usize, usize) {
+        let g = self.seen.lock().unwrap();
+        (g.0.len(), g.1)
+    }
+}
+
+/// Fails unless every process in `procs` is gone within `limit`.
+fn assert_all_gone(procs: &HashSet<Proc>, limit: Duration, when: &str) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<_> = procs.iter().filter(|p| alive(**p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            // Clean up before failing, so a failed test leaves nothing behind either.
+            for p in &left {
+                // SAFETY: kill(2) on a process this test saw as a child of its taskdist.
+                unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            }
+            panic!("{when}: launched processes still alive after {limit:?}: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A launch script: `launch.sh INDEX IP PORT` runs one simulated host at IP:PORT at
+/// `speed`; instance `special` gets `fault` (once, if `once`: a restarted instance is healthy).
+fn launch_script(dir: &Path, speed: &str, special: Option<(u32, &str, bool)>) -> String {
+    let marker = dir.join("faulted");
+    let mut text = String::from("#!/bin/sh\n");
+    if let Some((index, fault, once)) = special {
+        let guard = if once {
+            format!(" && mkdir {} 2>/dev/null", marker.display())
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "if [ \"$1\" = {index} ]{guard}; then\n  exec {TASKDIST} sim -n 1 --first \"$2\" --port \"$3\" --speed {speed} --fault 0={fault}\nfi\n"
+        ));
+    }
+    text.push_str(&format!(
+        "exec {TASKDIST} sim -n 1 --first \"$2\" --port \"$3\" --speed {speed}\n"
+    ));
+    let path = dir.join("launch.sh");
+    std::fs::write(&path, text).unwrap();
+    format!("sh {} {{index}} {{ip}} {{port}}", path.display())
+}
+
+fn run_command(spec: &Path, out: &Path, launch: &str, first_ip: &str, port: u16) -> Command {
+    let mut c = Command::new(TASKDIST);
+    c.arg("run")
+        .arg(spec)
+        .args([
+            "--handler",
+            "csv",
+            "--launch",
+            launch,
+            "--launch-ip",
+            first_ip,
+        ])
+        .args(["--port", &port.to_string()])
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("taskdist did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
+    s
+}
+
+/// The done-when run: 5,000 variants on launched simulated targets, min 1, max 8. The pool
+/// grows to 8 while work is queued, the instance that freezes is restarted, every variant has
+/// exactly one outcome, and no launched process is left.
+#[test]
+fn launched_targets_grow_restart_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, common::spec_with(5000).text()).unwrap();
+    let out = dir.path().join("out");
+    // Instance 2 freezes at its 20th task-set (once: its restart is healthy). At speed 200 a
+    // variant takes 10-80 ms, so the run lasts long enough for the pool to grow.
+    let launch = launch_script(dir.path(), "200", Some((2, "freeze@20", true)));
+    let mut child = run_command(&spec, &out, &launch, "127.0.0.60", 3301)
+        .args([
+            "--min",
+            "1",
+            "--max",
+            "8",
+            "--idle-stop",
+            "3s",
+            "--silence",
+            "2",
+        ])
+        .args(["--boot-time", "60s"])
+        .spawn()
+        .unwrap();
+    // Drain stderr while it runs (a full pipe would block taskdist).
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    let watcher = Watcher::start(child.id() as i32);
+    let status = wait_bounded(&mut child, Duration::from_secs(600));
+    let (procs, most) = watcher.finish();
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(most, 8, "at most {most} instances at once\n{stderr}");
+    assert!(
+        stderr.contains("restarting a launched target") && stderr.contains("index=2"),
+        "the frozen instance was not restarted\n{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("launched targets:"))
+        .unwrap_or_else(|| panic!("no lifecycle line\n{stderr}"));
+    assert!(line.contains("at most 8 at once"), "{line}");
+    assert!(!line.contains(" 0 restarted"), "{line}");
+    assert!(line.contains("0 still running"), "{line}");
+    // 8 instances and the restart of one: at least 9 processes.
+    assert!(procs.len() >= 9, "{} processes seen", procs.len());
+    common::assert_rows_exactly_once(&out, 5000);
+    let events = taskdist::handlers::reader::read_events(out.join("events.csv"))
+        .unwrap()
+        .count();
+    assert_eq!(events, 5000 * 12, "events of the finished variants");
+    assert_all_gone(&procs, Duration::from_secs(1), "after the run");
+}
+
+/// Ctrl-C (SIGINT) and `kill -9` of taskdist: every launched process ends.
+fn interrupted(signal: libc::c_int, first_ip: &str, port: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, common::spec_with(5000).text()).unwrap();
+    let out = dir.path().join("out");
+    // Real time: the run cannot end before the signal.
+    let launch = launch_script(dir.path(), "realtime", None);
+    let mut child = run_command(&spec, &out, &launch, first_ip, port)
+        .args(["--min", "3", "--max", "3"])
+        .spawn()
+        .unwrap();
+    let parent = child.id() as i32;
+    let watcher = Watcher::start(parent);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Three instances up, and work going on (the ledger has outcomes).
+    while watcher.now().1 < 3 || std::fs::metadata(out.join("ledger")).map_or(0, |m| m.len()) == 0 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("taskdist ended early: {status}\n{}", stderr_of(&mut child));
+        }
+        assert!(Instant::now() < deadline, "the instances did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) with the id of our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(parent, signal) }, 0);
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let (procs, most) = watcher.finish();
+    assert_eq!(most, 3);
+    assert!(procs.len() >= 3);
+    if signal == libc::SIGKILL {
+        // Nothing in taskdist ran: the parent-death signal ends them.
+        assert_eq!(status.code(), None, "{status:?}");
+        assert_all_gone(&procs, Duration::from_secs(10), "after kill -9");
+    } else {
+        let stderr = stderr_of(&mut child);
+        assert_eq!(status.code(), Some(130), "{status:?}\n{stderr}");
+        // taskdist stopped them before it exited.
+        assert_all_gone(&procs, Duration::from_millis(200), "after Ctrl-C");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_launched_target() {
+    interrupted(libc::SIGINT, "127.0.0.70", 3302);
+}
+
+#[test]
+fn kill_9_of_taskdist_leaves_no_launched_target() {
+    interrupted(libc::SIGKILL, "127.0.0.80", 3303);
+}
+
+/// Through the Rust API: a launched group with a health check. Instance 1 answers but ends a
+/// job of every task-set with EXIT_ERROR: it fails its health check, shows why, and runs no
+/// experiment variant. When the work has drained, idle instances beyond `min` stop; at
+/// shutdown all do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_targets_take_no_work_and_idle_ones_stop() {
+    use taskdist::distributor::{ProbeKind, TargetState};
+    use taskdist::pool::{Experiment, HealthCheck, LaunchSpec, Pool, PoolConfig, TargetGroup};
+
+    let dir = tempfile::tempdir().unwrap();
+    let health_spec = dir.path().join("health.toml");
+    std::fs::write(&health_spec, common::spec_with(1).text()).unwrap();
+    let launch = launch_script(dir.path(), "200", Some((1, "exit-error@0+", false)));
+    let mut l = LaunchSpec::new(launch, 2, 4);
+    l.first_ip = "127.0.0.90".parse().unwrap();
+    l.idle_stop = Duration::from_secs(1);
+    let mut h = HealthCheck::new(health_spec.display().to_string());
+    h.backoff = Duration::from_secs(1);
+    let mut g = TargetGroup::new("qemu", Vec::new(), 3304, taskdist::protocol::Dialect::V3);
+    g.launch = Some(l);
+    g.health = Some(h);
+    let mut cfg = PoolConfig::default();
+    cfg.groups = vec![g];
+    cfg.probe = ProbeKind::Tcp;
+    let pool = Pool::start(cfg).unwrap();
+    let sick: std::net::SocketAddr = "127.0.0.91:3304".parse().unwrap();
+
+    let rec = common::Recorder::default();
+    let exp = Experiment::new(common::spec_with(400)).handler(rec.clone());
+    let summary = tokio::time::timeout(Duration::from_secs(300), pool.submit(exp).unwrap().close())
+        .await
+        .expect("the experiment ends")
+        .unwrap();
+    assert_eq!(summary.done, 400);
+    rec.seen().assert_exactly_once(400);
+    assert!(
+        !rec.seen().finished_on.contains(&sick),
+        "the unhealthy target ran experiment work"
+    );
+    assert!(
+        !rec.seen().starts.iter().any(|(_, t, _)| *t == sick),
+        "the unhealthy target started experiment work"
+    );
+
+    // Its reason is visible; the others passed.
+    let snap = pool.snapshot();
+    let t = snap
+        .targets
+        .iter()
+        .find(|t| t.target == sick)
+        .expect("the unhealthy target is listed");
+    // Unhealthy, or (restarted meanwhile) being checked again.
+    assert!(
+        matches!(
+            t.stats.state,
+            TargetState::Unhealthy | TargetState::Connecting | TargetState::Checking
+        ),
+        "{t:?}"
+    );
+    let why = t.stats.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("health check failed") && why.contains("EXIT_ERROR"),
+        "{why}"
+    );
+    let health = t.stats.health.clone().unwrap_or_default();
+    assert!(
+        health.starts_with("failed") && health.contains("EXIT_ERROR"),
+        "{health}"
+    );
+    let life = snap.lifecycle;
+    assert!(
+        life.health_failed >= 1 && life.health_passed >= 1,
+        "{life:?}"
+    );
+    assert!(life.peak >= 3, "the pool did not grow: {life:?}");
+
+    // Drained: idle instances beyond min stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.lifecycle().idle_stopped == 0 || pool.lifecycle().running > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no idle instance stopped: {:?}",
+            pool.lifecycle()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let me = std::process::id() as i32;
+    let procs: HashSet<Proc> = sim_children(me).into_iter().collect();
+    assert!(!procs.is_empty() && procs.len() <= 2, "{procs:?}");
+    let life = pool.shutdown().await;
+    assert_eq!(life.running, 0, "{life:?}");
+    assert_all_gone(&procs, Duration::from_millis(200), "after shutdown");
+}
