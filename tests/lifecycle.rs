@@ -59,6 +59,20 @@ fn sim_children(parent: i32) -> Vec<Proc> {
     out
 }
 
+/// Like [`sim_children`], only those whose command line contains `needle` (tests of one
+/// binary run side by side in one process).
+fn sim_children_with(parent: i32, needle: &str) -> Vec<Proc> {
+    sim_children(parent)
+        .into_iter()
+        .filter(|p| {
+            let cmd = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+        .collect()
+}
+
 fn alive(p: Proc) -> bool {
     matches!(stat(p.pid), Some((_, state, start)) if start == p.start && !matches!(state, 'Z' | 'X'))
 }
@@ -390,9 +404,115 @@ async fn unhealthy_targets_take_no_work_and_idle_ones_stop() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let me = std::process::id() as i32;
-    let procs: HashSet<Proc> = sim_children(me).into_iter().collect();
+    let procs: HashSet<Proc> = sim_children_with(me, "--first 127.0.0.9")
+        .into_iter()
+        .collect();
     assert!(!procs.is_empty() && procs.len() <= 2, "{procs:?}");
     let life = pool.shutdown().await;
     assert_eq!(life.running, 0, "{life:?}");
     assert_all_gone(&procs, Duration::from_millis(200), "after shutdown");
+}
+
+/// The lab service with a launched group from a pool file: the unhealthy target shows its
+/// state and reason in the `targets` view and the event stream, the metrics count instances
+/// and checks, and the service's shutdown stops every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_shows_unhealthy_launched_targets() {
+    use taskdist::distributor::ProbeKind;
+    use taskdist::pool::{PoolConfig, PoolFile};
+    use taskdist::service::{Client, Service, ServiceConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let health_spec = dir.path().join("health.toml");
+    std::fs::write(&health_spec, common::spec_with(1).text()).unwrap();
+    let launch = launch_script(dir.path(), "200", Some((1, "exit-error@0+", false)));
+    let file = format!(
+        r#"
+        [[group]]
+        name = "qemu"
+        port = 3305
+        [group.launch]
+        command = "{launch}"
+        first_ip = "127.0.0.100"
+        min = 2
+        max = 2
+        boot_s = 60
+        [group.health]
+        spec = "{}"
+        backoff_s = 1
+        "#,
+        health_spec.display()
+    );
+    let lab = PoolFile::parse(&file, "lab.toml").unwrap();
+    let mut pool = PoolConfig::default();
+    pool.groups = lab.groups;
+    pool.probe = ProbeKind::Tcp;
+    let data = dir.path().join("data");
+    let mut cfg = ServiceConfig::new(&data, pool);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let service = Service::start(cfg).await.unwrap();
+    let base = format!("http://{}", service.local_addr());
+    let client = Client::new(&base, service.token()).unwrap();
+
+    // The event stream, read while the targets come up.
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(service.token())
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(seen.contains("\"unhealthy\"") && seen.contains("EXIT_ERROR")) {
+        assert!(
+            Instant::now() < deadline,
+            "no unhealthy target in the events:\n{seen}"
+        );
+        match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
+            Ok(Ok(Some(b))) => seen.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Ok(None)) => panic!("the event stream ended:\n{seen}"),
+            Ok(Err(e)) => panic!("event stream: {e}"),
+            Err(_) => {}
+        }
+    }
+    drop(stream);
+
+    let targets = client.targets().await.unwrap();
+    let sick = targets
+        .iter()
+        .find(|t| t.target == "127.0.0.101:3305")
+        .unwrap_or_else(|| panic!("{targets:?}"));
+    assert!(
+        sick.health.as_deref().unwrap_or("").contains("EXIT_ERROR"),
+        "{sick:?}"
+    );
+    assert!(sick.completed == 0 && sick.experiment.is_none(), "{sick:?}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(service.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "taskdist_health_checks_total{result=\"failed\"}",
+        "taskdist_launched_instances_total{event=\"started\"}",
+        "taskdist_launched_instances_running",
+        "state=\"unhealthy\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    let procs: HashSet<Proc> = sim_children_with(std::process::id() as i32, "--first 127.0.0.10")
+        .into_iter()
+        .collect();
+    assert!(!procs.is_empty());
+    service.shutdown().await;
+    assert_all_gone(
+        &procs,
+        Duration::from_millis(200),
+        "after the service's shutdown",
+    );
 }
