@@ -768,6 +768,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(e);
     }
     let launched = args.launch.is_some() || groups.iter().any(|g| g.launch.is_some());
+    let launched_only = groups.iter().all(|g| g.launch.is_some());
     let checked = groups.iter().any(|g| g.health.is_some());
     let mut pool_cfg = PoolConfig::default();
     pool_cfg.groups = groups;
@@ -776,7 +777,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     pool_cfg.recovery_cmd = args.recovery_cmd.clone();
     pool_cfg.probe = match args.probe {
         Some(p) => p,
-        None if !clusters.is_empty() || args.launch.is_some() => ProbeKind::Tcp,
+        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
     let started = async {

@@ -214,13 +214,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (clusters, sims) = start_sim_groups(&sim_groups, args.dialect, args.sim_speed).await?;
     groups.extend(sims);
     let no_targets = groups.is_empty();
+    // Only launched groups: nothing to probe but their instances, which are reached by TCP.
+    let launched_only = !no_targets && groups.iter().all(|g| g.launch.is_some());
     let mut pool = PoolConfig::default();
     pool.groups = groups;
     pool.session = SessionConfig::for_dialect(args.dialect);
     pool.strategy = strategy::by_name(&args.strategy).map_err(|e| usage(e.to_string()))?;
     pool.probe = match args.probe {
         Some(p) => p,
-        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
     let mut cfg = ServiceConfig::new(&args.data, pool);

@@ -25,9 +25,43 @@
 //! assert_eq!(lab.groups[0].labels.to_string(), "board=imx6,cores=4,site=lab2");
 //! ```
 //!
-//! Each group has `hosts` (required; the same syntax as the command line's HOSTS) and optional
+//! Each group has `hosts` (the same syntax as the command line's HOSTS) and optional
 //! `name` (default `group-N`), `port`, `dialect` and `labels`. An address may belong to one
 //! group only.
+//!
+//! Instead of `hosts`, a group may have a `[group.launch]` table: the pool starts its targets
+//! itself (see [`lifecycle`](super::lifecycle)). Any group may have a `[group.health]` table:
+//! a health check its targets pass before they take work.
+//!
+//! ```
+//! use taskdist::pool::{AddressSource, PoolFile};
+//!
+//! let lab = PoolFile::parse(r#"
+//!     [[group]]
+//!     name = "qemu"
+//!     port = 3001
+//!     labels = { board = "qemu-x86" }
+//!     [group.launch]
+//!     command = "launch-qemu.sh {index} {ip} {port}"  # `sh -c 'exec COMMAND'`
+//!     address = "fixed"        # instance i at first_ip + i (or "stdout": printed by it)
+//!     first_ip = "127.0.1.1"
+//!     min = 1                  # kept running
+//!     max = 8                  # at most, while work is queued and all are busy
+//!     boot_s = 90              # to answer after its start
+//!     idle_stop_s = 120        # an idle instance beyond min stops after this
+//!     stop_signal = "TERM"     # then KILL after 5 s
+//!     [group.health]
+//!     spec = "hey"             # catalog name or spec file
+//!     variants = 1             # of its variants, from the first
+//!     every = 500              # task-sets between checks (optional)
+//!     every_s = 3600           # seconds between checks (optional)
+//!     max_response_ms = 2000   # optional bound on each job's response time
+//!     backoff_s = 5            # first re-check delay of a failed target; doubles
+//! "#, "lab.toml").unwrap();
+//! let launch = lab.groups[0].launch.as_ref().unwrap();
+//! assert_eq!((launch.min, launch.max, launch.address), (1, 8, AddressSource::Fixed));
+//! assert_eq!(lab.groups[0].health.as_ref().unwrap().every, Some(500));
+//! ```
 //!
 //! Simulated groups (`--simulate N[:DIALECT][:KEY=VALUE,...]`) are parsed by [`SimGroup`].
 
@@ -465,6 +499,45 @@ mod tests {
         for (text, needle) in cases {
             let e = PoolFile::parse(text, "lab.toml").unwrap_err().to_string();
             assert!(e.starts_with("pool file lab.toml: "), "{e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        // Launched groups.
+        let launch_cases = [
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.launch]\ncommand = \"x\"\n",
+                "both hosts and [launch]",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nmin = 3\nmax = 2\n",
+                "min 3 / max 2",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\naddress = \"dhcp\"\n",
+                "address \"dhcp\"",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nstop_signal = \"STOP\"\n",
+                "stop signal",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nboot_s = -1\n",
+                "boot_s -1",
+            ),
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.health]\nspec = \"hey\"\nevery = 0\n",
+                "every 0",
+            ),
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.health]\nspecs = \"hey\"\n",
+                "specs",
+            ),
+            (
+                "[[group]]\nname = \"a\"\n[group.launch]\ncommand = \"x\"\nfirst_ip = \"127.0.0.2\"\nmax = 4\n[[group]]\nhosts = [\"127.0.0.5\"]\n",
+                "shares addresses",
+            ),
+        ];
+        for (text, needle) in launch_cases {
+            let e = PoolFile::parse(text, "lab.toml").unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
         // Different ports: different targets.
