@@ -516,3 +516,83 @@ async fn service_shows_unhealthy_launched_targets() {
         "after the service's shutdown",
     );
 }
+
+/// An addressed (not launched) target that fails its health check once: it takes no work
+/// until the re-check passes, then it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_works_again_after_its_health_check_passes() {
+    use taskdist::distributor::{ProbeKind, TargetState};
+    use taskdist::pool::{Experiment, HealthCheck, Pool, PoolConfig, TargetGroup};
+    use taskdist::sim::{SimCluster, SimConfig, Speed};
+
+    let mut sim_cfg = SimConfig {
+        speed: Speed::Factor(200.0),
+        ..SimConfig::default()
+    };
+    // Host 0 ends a job with EXIT_ERROR in its first task-set only: the first health check.
+    sim_cfg.faults.plans = vec!["0=exit-error@0".parse().unwrap()];
+    let sim = SimCluster::start(2, "127.0.0.110".parse().unwrap(), 0, sim_cfg)
+        .await
+        .unwrap();
+    let flaky = sim.addrs()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let health_spec = dir.path().join("health.toml");
+    std::fs::write(&health_spec, common::spec_with(1).text()).unwrap();
+    let mut h = HealthCheck::new(health_spec.display().to_string());
+    h.backoff = Duration::from_millis(500);
+    let mut g = TargetGroup::new(
+        "boards",
+        sim.addrs().iter().map(|a| a.to_string()).collect(),
+        sim.addrs()[0].port(),
+        taskdist::protocol::Dialect::V3,
+    );
+    g.health = Some(h);
+    let mut cfg = PoolConfig::default();
+    cfg.groups = vec![g];
+    cfg.probe = ProbeKind::Tcp;
+    cfg.monitor.failed_backoff =
+        taskdist::discovery::Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
+    let pool = Pool::start(cfg).unwrap();
+
+    // The flaky target is held out with its reason before any work is submitted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snap = pool.snapshot();
+        if snap.lifecycle.health_failed >= 1 {
+            let t = snap.targets.iter().find(|t| t.target == flaky).unwrap();
+            assert!(
+                t.stats
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("EXIT_ERROR"),
+                "{t:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed health check");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let rec = common::Recorder::default();
+    let exp = Experiment::new(common::spec_with(400)).handler(rec.clone());
+    let summary = tokio::time::timeout(Duration::from_secs(300), pool.submit(exp).unwrap().close())
+        .await
+        .expect("the experiment ends")
+        .unwrap();
+    assert_eq!((summary.done, summary.bad), (400, 0));
+    rec.seen().assert_exactly_once(400);
+    let snap = pool.snapshot();
+    let t = snap.targets.iter().find(|t| t.target == flaky).unwrap();
+    assert_eq!(t.stats.health.as_deref(), Some("passed"), "{t:?}");
+    assert_ne!(t.stats.state, TargetState::Unhealthy);
+    // It passed its re-check and then took work.
+    assert!(
+        rec.seen().finished_on.contains(&flaky),
+        "the target never worked after passing its re-check"
+    );
+    assert_eq!(snap.lifecycle.health_failed, 1, "{:?}", snap.lifecycle);
+    assert!(snap.lifecycle.health_passed >= 2, "{:?}", snap.lifecycle);
+    pool.shutdown().await;
+    sim.shutdown().await;
+}

@@ -394,7 +394,13 @@ pub(crate) async fn run_pool(
                     }
                 }
                 Ctl::Release(addr) => {
-                    if parked.remove(&addr) {
+                    let launched = shared.group_of(addr).and_then(|g| g.launch.clone());
+                    if let (true, Some(l)) = (parked.contains(&addr), launched) {
+                        // Its launcher probes it again and brings it back.
+                        parked.remove(&addr);
+                        shared.board.set_state(addr, TargetState::Backoff);
+                        let _ = l.tx.send(LaunchMsg::Failed { addr, restart: false, delay: Duration::ZERO });
+                    } else if parked.remove(&addr) {
                         if let Some(m) = monitor_of(addr, &added) {
                             shared.board.set_state(addr, TargetState::Backoff);
                             m.report_failed(addr);

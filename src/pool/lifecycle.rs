@@ -893,6 +893,69 @@ async fn step(name: &str, rt: &LaunchRt, view: &PoolView, instances: &mut Vec<In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::TaskCount;
+    use taskdist_handlers::{TargetEvent, TimedEvent};
+
+    fn ev(kind: EventKind, task_id: u32, time_ms: u64) -> TimedEvent {
+        TimedEvent {
+            event: TargetEvent {
+                kind,
+                task_id,
+                time_ms,
+            },
+            host_time: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn run(events: Vec<TimedEvent>, ended: u32, done: bool) -> TasksetRun {
+        TasksetRun {
+            events,
+            drained: Vec::new(),
+            counts: vec![TaskCount {
+                task_id: 1,
+                expected_jobs: 2,
+                started: 2,
+                ended,
+                done,
+            }],
+            binaries_sent: Vec::new(),
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            finished_at: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn health_verdicts() {
+        use EventKind::*;
+        let good = vec![
+            ev(Start, 1, 0),
+            ev(Exit, 1, 30),
+            ev(Start, 1, 100),
+            ev(Exit, 1, 150),
+            ev(JobsDone, 1, 150),
+        ];
+        assert_eq!(judge(&run(good.clone(), 2, true), None), Ok(()));
+        assert_eq!(
+            judge(&run(good.clone(), 2, true), Some(Duration::from_millis(50))),
+            Ok(())
+        );
+        let e = judge(&run(good.clone(), 2, true), Some(Duration::from_millis(40))).unwrap_err();
+        assert!(e.contains("took 50 ms"), "{e}");
+        let e = judge(&run(good.clone(), 1, true), None).unwrap_err();
+        assert!(e.contains("1 ended"), "{e}");
+        let e = judge(&run(good.clone(), 2, false), None).unwrap_err();
+        assert!(e.contains("no JOBS_DONE"), "{e}");
+        let mut bad = good.clone();
+        bad[1] = ev(ExitError, 1, 30);
+        assert!(judge(&run(bad, 2, true), None)
+            .unwrap_err()
+            .contains("EXIT_ERROR"));
+        let mut stray = good;
+        stray.push(ev(Start, 99, 160));
+        assert!(judge(&run(stray, 2, true), None)
+            .unwrap_err()
+            .contains("task 99"));
+    }
 
     #[test]
     fn signals_and_addresses_parse() {
