@@ -213,7 +213,19 @@ fn stderr_of(child: &mut Child) -> String {
 fn launched_targets_grow_restart_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec.toml");
-    std::fs::write(&spec, common::spec_with(5000).text()).unwrap();
+    // 5,000 variants, one period each: 100, 101, ... ms, except the last, 400 s: at speed
+    // 200 it runs for 6 s after the queue has drained, while the other instances are idle.
+    let mut periods: Vec<String> = (0..4999).map(|i| (100 + i).to_string()).collect();
+    periods.push("400000".into());
+    let text = common::spec_with(5000).text().replace(
+        "period_ms = { from = 100, to = 5099 }",
+        &format!("period_ms = [{}]", periods.join(", ")),
+    );
+    assert!(
+        text.contains("400000"),
+        "the spec's period line changed:\n{text}"
+    );
+    std::fs::write(&spec, text).unwrap();
     let out = dir.path().join("out");
     // Instance 2 freezes at its 20th task-set (once: its restart is healthy). At speed 200 a
     // variant takes 10-80 ms, so the run lasts long enough for the pool to grow.
@@ -254,6 +266,12 @@ fn launched_targets_grow_restart_and_leave_nothing() {
         .find(|l| l.starts_with("launched targets:"))
         .unwrap_or_else(|| panic!("no lifecycle line\n{stderr}"));
     assert!(line.contains("at most 8 at once"), "{line}");
+    // It shrank when the work drained (while the last, long variant ran).
+    assert!(!line.contains(" 0 stopped when idle"), "{line}");
+    assert!(
+        stderr.contains("stopping an idle launched target"),
+        "{stderr}"
+    );
     assert!(!line.contains(" 0 restarted"), "{line}");
     assert!(line.contains("0 still running"), "{line}");
     // 8 instances and the restart of one: at least 9 processes.
