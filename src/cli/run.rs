@@ -148,6 +148,19 @@ pub struct RunArgs {
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Duration,
 
+    /// Launched targets and health checks.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+
+    /// v1/v2 targets that do not answer GET_LIVE only: milliseconds to collect leftover
+    /// events after CLEAR. Targets that answer GET_LIVE (and every v3 target) need no wait.
+    #[arg(long, default_value_t = 1500, value_name = "MS")]
+    pub drain_window_ms: u64,
+}
+
+/// Launched targets and health checks (`taskdist run` and `taskdist serve`).
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
     /// Launch the targets instead of (or besides) addressing them: a command that starts one
     /// target, e.g. a QEMU or `taskdist sim` command line, with `{index}` (0, 1, ...), `{ip}`
     /// (--launch-ip + index) and `{port}` (--port) replaced. It runs as `sh -c 'exec CMD'`;
@@ -203,11 +216,6 @@ pub struct RunArgs {
     /// With --health-check: healthy only if every job's response time is at most this.
     #[arg(long, value_name = "MS", requires = "health_check")]
     pub health_max_response_ms: Option<u64>,
-
-    /// v1/v2 targets that do not answer GET_LIVE only: milliseconds to collect leftover
-    /// events after CLEAR. Targets that answer GET_LIVE (and every v3 target) need no wait.
-    #[arg(long, default_value_t = 1500, value_name = "MS")]
-    pub drain_window_ms: u64,
 }
 
 /// A duration such as `90s`, `30m`, `2h`, `500ms`, or a whole number of seconds.
@@ -316,7 +324,18 @@ fn parse_stop_signal(s: &str) -> Result<StopSignal, String> {
 }
 
 /// The `--launch` group and `--health-check` of the command line.
-fn lifecycle_groups(args: &RunArgs, groups: &mut Vec<TargetGroup>) -> anyhow::Result<()> {
+pub(crate) fn lifecycle_groups(
+    args: &LifecycleArgs,
+    port: u16,
+    dialect: Dialect,
+    groups: &mut Vec<TargetGroup>,
+) -> anyhow::Result<()> {
+    if args.launch.is_none() {
+        let given = [("--min", args.min != 1), ("--max", args.max != 4)];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(usage(format!("{flag} applies to --launch CMD")));
+        }
+    }
     if let Some(cmd) = &args.launch {
         let mut l = LaunchSpec::new(cmd.clone(), args.min, args.max);
         l.first_ip = args.launch_ip;
@@ -325,7 +344,7 @@ fn lifecycle_groups(args: &RunArgs, groups: &mut Vec<TargetGroup>) -> anyhow::Re
         l.idle_stop = args.idle_stop;
         l.stop_signal = args.stop_signal;
         l.check().map_err(|e| usage(format!("--launch: {e}")))?;
-        let mut g = TargetGroup::new("launched", Vec::new(), args.port, args.dialect);
+        let mut g = TargetGroup::new("launched", Vec::new(), port, dialect);
         g.launch = Some(l);
         groups.push(g);
     }
@@ -485,24 +504,20 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     if sim_groups.is_empty()
         && args.hosts.is_empty()
         && pool_file.is_none()
-        && args.launch.is_none()
+        && args.lifecycle.launch.is_none()
     {
         return Err(usage(
             "no targets: give HOSTS (addresses or CIDR ranges), --pool FILE, --simulate N or --launch CMD",
         ));
     }
-    if args.launch.is_none() {
-        let given = [("--min", args.min != 1), ("--max", args.max != 4)];
-        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
-            return Err(usage(format!("{flag} applies to --launch CMD")));
-        }
-    }
+    // The launch and health-check flags, checked before anything is written.
+    lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut Vec::new())?;
     if !args.hosts.is_empty() {
         HostPool::parse(&args.hosts, args.port)?;
     }
     // Which dialects the pool will have (for admission data).
     let mut v1 = (!args.hosts.is_empty()
-        || args.launch.is_some()
+        || args.lifecycle.launch.is_some()
         || sim_groups.iter().any(|g| g.dialect.is_none()))
         && args.dialect.has_optimize();
     v1 |= sim_groups
@@ -758,7 +773,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     }
-    if let Err(e) = lifecycle_groups(&args, &mut groups) {
+    if let Err(e) = lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut groups) {
         for c in clusters {
             c.shutdown().await;
         }
@@ -767,7 +782,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(e);
     }
-    let launched = args.launch.is_some() || groups.iter().any(|g| g.launch.is_some());
+    let launched = args.lifecycle.launch.is_some() || groups.iter().any(|g| g.launch.is_some());
     let launched_only = groups.iter().all(|g| g.launch.is_some());
     let checked = groups.iter().any(|g| g.health.is_some());
     let mut pool_cfg = PoolConfig::default();
