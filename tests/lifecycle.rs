@@ -614,3 +614,37 @@ async fn a_target_works_again_after_its_health_check_passes() {
     pool.shutdown().await;
     sim.shutdown().await;
 }
+
+/// Addresses printed by the command (`--launch-address stdout`): `taskdist sim --port 0`
+/// prints the port it got.
+#[test]
+fn launched_targets_may_print_their_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, common::spec_with(60).text()).unwrap();
+    let out = dir.path().join("out");
+    let launch = format!("{TASKDIST} sim -n 1 --first {{ip}} --port 0");
+    let mut child = run_command(&spec, &out, &launch, "127.0.0.130", 3306)
+        .args(["--min", "2", "--max", "2", "--launch-address", "stdout"])
+        .spawn()
+        .unwrap();
+    let watcher = Watcher::start(child.id() as i32);
+    let status = wait_bounded(&mut child, Duration::from_secs(300));
+    let (procs, most) = watcher.finish();
+    let stderr = stderr_of(&mut child);
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(most, 2, "{stderr}");
+    common::assert_rows_exactly_once(&out, 60);
+    let rows = taskdist::handlers::reader::read_variants(out.join("variants.csv"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let targets: HashSet<String> = rows.iter().map(|r| r.target.to_string()).collect();
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.starts_with("127.0.0.13") && !t.ends_with(":3306")),
+        "{targets:?}"
+    );
+    assert_all_gone(&procs, Duration::from_secs(1), "after the run");
+}
