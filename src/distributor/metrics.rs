@@ -190,7 +190,7 @@ pub struct MetricsSnapshot {
     pub targets_up: usize,
     /// Targets running a task-set.
     pub targets_busy: usize,
-    /// Targets in backoff or quarantine.
+    /// Targets in backoff, quarantine, or held out after a failed health check.
     pub targets_backoff: usize,
     /// Per-target statistics of this experiment (in JSON: objects with a `target` key); the
     /// state is the target's in the pool.
@@ -411,7 +411,10 @@ impl Metrics {
             targets_up: count(&|s| matches!(s, TargetState::Idle | TargetState::Running)),
             targets_busy: count(&|s| s == TargetState::Running),
             targets_backoff: count(&|s| {
-                matches!(s, TargetState::Backoff | TargetState::Quarantined)
+                matches!(
+                    s,
+                    TargetState::Backoff | TargetState::Quarantined | TargetState::Unhealthy
+                )
             }),
             targets,
         }
