@@ -359,6 +359,8 @@ async fn unhealthy_targets_take_no_work_and_idle_ones_stop() {
     let mut cfg = PoolConfig::default();
     cfg.groups = vec![g];
     cfg.probe = ProbeKind::Tcp;
+    let health_log = dir.path().join("health").join("checks.jsonl");
+    cfg.health_log = Some(health_log.clone());
     let pool = Pool::start(cfg).unwrap();
     let sick: std::net::SocketAddr = "127.0.0.91:3304".parse().unwrap();
 
@@ -429,6 +431,18 @@ async fn unhealthy_targets_take_no_work_and_idle_ones_stop() {
     let life = pool.shutdown().await;
     assert_eq!(life.running, 0, "{life:?}");
     assert_all_gone(&procs, Duration::from_millis(200), "after shutdown");
+
+    // The checks' results, apart from the experiment's: one line per check.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&health_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failed: Vec<_> = lines.iter().filter(|l| l["passed"] == false).collect();
+    assert_eq!(failed.len() as u64, life.health_failed, "{lines:?}");
+    assert_eq!(lines.len() as u64, life.health_passed + life.health_failed);
+    assert!(failed.iter().all(|l| l["target"] == "127.0.0.91:3304"
+        && l["reason"].as_str().unwrap_or("").contains("EXIT_ERROR")));
 }
 
 /// The lab service with a launched group from a pool file: the unhealthy target shows its

@@ -790,6 +790,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     pool_cfg.session = session;
     pool_cfg.strategy = plan.strategy;
     pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    if checked {
+        // Kept apart from the experiments' results.
+        let base = args.resume.clone().unwrap_or_else(|| args.out.clone());
+        pool_cfg.health_log = Some(base.join("health").join("checks.jsonl"));
+    }
     pool_cfg.probe = match args.probe {
         Some(p) => p,
         None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,

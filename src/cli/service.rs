@@ -235,6 +235,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
+    if pool.groups.iter().any(|g| g.health.is_some()) {
+        pool.health_log = Some(args.data.join("health").join("checks.jsonl"));
+    }
     let mut cfg = ServiceConfig::new(&args.data, pool);
     cfg.listen = args.listen;
     let service = Service::start(cfg).await.with_context(|| {

@@ -476,6 +476,7 @@ impl Distributor {
             recovery_cmd: cfg.recovery_cmd.clone(),
             monitor: cfg.monitor.clone(),
             strategy: cfg.strategy.clone(),
+            health_log: None,
         }
     }
 

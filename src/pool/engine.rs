@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     pub life: Arc<Counters>,
     /// Health checks failed in a row per target (for the re-check delay).
     pub health_fails: Mutex<HashMap<SocketAddr, u32>>,
+    /// Where health-check results are written, if anywhere.
+    pub health_log: Option<lifecycle::HealthLog>,
 }
 
 impl Shared {
@@ -817,6 +819,19 @@ async fn health_check(
     }
     if shared.cancel.is_cancelled() {
         return Err(WorkerExit::Cancelled);
+    }
+    if let Some(log) = &shared.health_log {
+        let group = shared
+            .group_of(addr)
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        log.record(
+            addr,
+            &group,
+            &h.spec.spec,
+            verdict.as_ref().err().map(String::as_str),
+        )
+        .await;
     }
     match verdict {
         Ok(()) => {

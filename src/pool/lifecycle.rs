@@ -400,6 +400,58 @@ pub(crate) fn judge(run: &TasksetRun, max_response: Option<Duration>) -> Result<
     Ok(())
 }
 
+/// Appends health-check results to a JSON Lines file (each write on a blocking thread, done
+/// before the check's outcome takes effect).
+#[derive(Debug, Clone)]
+pub(crate) struct HealthLog {
+    path: Arc<PathBuf>,
+    file: Arc<Mutex<std::fs::File>>,
+}
+
+impl HealthLog {
+    pub fn open(path: &std::path::Path) -> Result<HealthLog, String> {
+        let fail = |e: std::io::Error| format!("health log {}: {e}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        Ok(HealthLog {
+            path: Arc::new(path.to_path_buf()),
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// One check of `target`: passed (`reason` None) or failed.
+    pub async fn record(&self, target: SocketAddr, group: &str, spec: &str, reason: Option<&str>) {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = serde_json::json!({
+            "time_unix_s": time,
+            "target": target.to_string(),
+            "group": group,
+            "spec": spec,
+            "passed": reason.is_none(),
+            "reason": reason,
+        });
+        let text = format!("{line}\n");
+        let log = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = log.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.write_all(text.as_bytes()).and_then(|()| f.flush())
+        })
+        .await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot write the health log");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Spawning
 

@@ -96,6 +96,10 @@ pub struct PoolConfig {
     /// How targets are matched with experiments' variants (default
     /// [`strategy::DEFAULT_STRATEGY`]).
     pub strategy: Arc<dyn Strategy>,
+    /// Where health-check results go: a JSON Lines file (created with its directory), one
+    /// line per check with `time_unix_s`, `target`, `group`, `spec`, `passed` and `reason`.
+    /// They are kept apart from every experiment's results. None: only counted.
+    pub health_log: Option<PathBuf>,
 }
 
 impl Default for PoolConfig {
@@ -109,6 +113,7 @@ impl Default for PoolConfig {
             recovery_cmd: None,
             monitor: MonitorConfig::default(),
             strategy: strategy::default_strategy(),
+            health_log: None,
         }
     }
 }
@@ -170,6 +175,10 @@ impl Pool {
                 .filter(|(_, g)| g.launch.is_none())
                 .map(|(s, _)| s.clone()),
         );
+        let health_log = match &cfg.health_log {
+            Some(p) => Some(lifecycle::HealthLog::open(p).map_err(DistributorError::Config)?),
+            None => None,
+        };
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sched: Mutex::new(Scheduler::new(cfg.strategy.clone())),
@@ -185,6 +194,7 @@ impl Pool {
             cancel: CancellationToken::new(),
             life: Arc::new(lifecycle::Counters::default()),
             health_fails: Mutex::new(HashMap::new()),
+            health_log,
         });
         let task = tokio::spawn(engine::run_pool(shared.clone(), all, ctl_rx));
         Ok(Pool {
