@@ -480,6 +480,8 @@ async fn service_shows_unhealthy_launched_targets() {
     pool.groups = lab.groups;
     pool.probe = ProbeKind::Tcp;
     let data = dir.path().join("data");
+    // As `taskdist serve` sets it.
+    pool.health_log = Some(data.join("health").join("checks.jsonl"));
     let mut cfg = ServiceConfig::new(&data, pool);
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     let service = Service::start(cfg).await.unwrap();
@@ -546,6 +548,12 @@ async fn service_shows_unhealthy_launched_targets() {
         &procs,
         Duration::from_millis(200),
         "after the service's shutdown",
+    );
+    let log = std::fs::read_to_string(data.join("health").join("checks.jsonl")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("127.0.0.101:3305") && l.contains("EXIT_ERROR")),
+        "{log}"
     );
 }
 
