@@ -62,6 +62,8 @@ async fn dashboard_shows_experiments_and_targets_in_chromium() {
         port: sim.addrs()[0].port(),
         dialect: Dialect::V3,
         labels: Labels::parse_pairs("board=qemu").unwrap(),
+        launch: None,
+        health: None,
     }];
     pool.probe = ProbeKind::Tcp;
     let mut cfg = ServiceConfig::new(data.path(), pool);

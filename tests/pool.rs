@@ -34,6 +34,8 @@ async fn group(
         } else {
             Labels::parse_pairs(labels).unwrap()
         },
+        launch: None,
+        health: None,
     };
     (sim, g)
 }

@@ -28,6 +28,8 @@ fn group(name: &str, sim: &SimCluster) -> TargetGroup {
         port: sim.addrs()[0].port(),
         dialect: Dialect::V3,
         labels: Labels::new(),
+        launch: None,
+        health: None,
     }
 }
 

@@ -16,7 +16,8 @@ use taskdist::distributor::{
     DistributorError, Metrics, MetricsSnapshot, ProbeKind, Selection, Workload, DEFAULT_PORT,
 };
 use taskdist::pool::{
-    strategy, Experiment, Labels, Pool, PoolConfig, PoolFile, Selector, SimGroup, TargetGroup,
+    strategy, AddressSource, Experiment, HealthCheck, Labels, LaunchSpec, LifecycleStats, Pool,
+    PoolConfig, PoolFile, Selector, SimGroup, StopSignal, TargetGroup,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
 use taskdist::{HandlerKind as LibHandlerKind, ResultDir, ResumeOptions};
@@ -147,6 +148,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Duration,
 
+    /// Launched targets and health checks.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+
     /// v1/v2 targets that do not answer GET_LIVE only: milliseconds to collect leftover
     /// events after CLEAR. Targets that answer GET_LIVE (and every v3 target) need no wait.
     #[arg(long, default_value_t = 1500, value_name = "MS")]
@@ -170,6 +175,66 @@ pub struct RunArgs {
     /// process silent for longer loses its chunks to the others
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
     pub lease: Duration,
+}
+
+/// Launched targets and health checks (`taskdist run` and `taskdist serve`).
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Launch the targets instead of (or besides) addressing them: a command that starts one
+    /// target, e.g. a QEMU or `taskdist sim` command line, with `{index}` (0, 1, ...), `{ip}`
+    /// (--launch-ip + index) and `{port}` (--port) replaced. It runs as `sh -c 'exec CMD'`;
+    /// --min to --max instances are kept, growing while work waits and every instance is busy.
+    /// All are stopped when the run ends (also after Ctrl-C or when taskdist is killed).
+    #[arg(long, value_name = "CMD")]
+    pub launch: Option<String>,
+
+    /// With --launch: instances kept running even without work.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub min: usize,
+
+    /// With --launch: most instances at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max: usize,
+
+    /// With --launch: the IP of instance 0 (`{ip}`); instance i has this + i.
+    #[arg(long, default_value = "127.0.0.2", value_name = "IP")]
+    pub launch_ip: std::net::IpAddr,
+
+    /// With --launch: how an instance's address is known: `fixed` (--launch-ip + index, at
+    /// --port) or `stdout` (the first word of a line the command prints, IP:PORT or IP).
+    #[arg(long, default_value = "fixed", value_name = "fixed|stdout", value_parser = parse_address_source)]
+    pub launch_address: AddressSource,
+
+    /// With --launch: how long an instance may take to answer after its start.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub boot_time: Duration,
+
+    /// With --launch: an instance beyond --min without work for this long is stopped.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_stop: Duration,
+
+    /// With --launch: the signal that stops an instance (SIGKILL follows after 5 s).
+    #[arg(long, default_value = "TERM", value_name = "SIGNAL", value_parser = parse_stop_signal)]
+    pub stop_signal: StopSignal,
+
+    /// A health check for every target of the run (pool-file groups may set their own): a
+    /// spec (catalog name or file) whose first variant a target must run correctly (all jobs
+    /// done, no EXIT_ERROR, no stray events) when it joins and after each recovery, before it
+    /// takes work. A failing target is held out with the reason and checked again later.
+    #[arg(long, value_name = "SPEC")]
+    pub health_check: Option<String>,
+
+    /// With --health-check: check again after this many task-sets on the target.
+    #[arg(long, value_name = "N", requires = "health_check", value_parser = parse_limit)]
+    pub health_every: Option<u64>,
+
+    /// With --health-check: check again after this long, e.g. `10m`.
+    #[arg(long, value_name = "DURATION", requires = "health_check", value_parser = parse_duration)]
+    pub health_every_time: Option<Duration>,
+
+    /// With --health-check: healthy only if every job's response time is at most this.
+    #[arg(long, value_name = "MS", requires = "health_check")]
+    pub health_max_response_ms: Option<u64>,
 }
 
 /// A duration such as `90s`, `30m`, `2h`, `500ms`, or a whole number of seconds.
@@ -267,6 +332,51 @@ pub(crate) fn parse_weight(s: &str) -> Result<f64, String> {
             "{s:?}: expected a positive number such as 1 or 2.5"
         )),
     }
+}
+
+fn parse_address_source(s: &str) -> Result<AddressSource, String> {
+    s.parse()
+}
+
+fn parse_stop_signal(s: &str) -> Result<StopSignal, String> {
+    s.parse()
+}
+
+/// The `--launch` group and `--health-check` of the command line.
+pub(crate) fn lifecycle_groups(
+    args: &LifecycleArgs,
+    port: u16,
+    dialect: Dialect,
+    groups: &mut Vec<TargetGroup>,
+) -> anyhow::Result<()> {
+    if args.launch.is_none() {
+        let given = [("--min", args.min != 1), ("--max", args.max != 4)];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(usage(format!("{flag} applies to --launch CMD")));
+        }
+    }
+    if let Some(cmd) = &args.launch {
+        let mut l = LaunchSpec::new(cmd.clone(), args.min, args.max);
+        l.first_ip = args.launch_ip;
+        l.address = args.launch_address;
+        l.boot_time = args.boot_time;
+        l.idle_stop = args.idle_stop;
+        l.stop_signal = args.stop_signal;
+        l.check().map_err(|e| usage(format!("--launch: {e}")))?;
+        let mut g = TargetGroup::new("launched", Vec::new(), port, dialect);
+        g.launch = Some(l);
+        groups.push(g);
+    }
+    if let Some(spec) = &args.health_check {
+        let mut h = HealthCheck::new(spec.clone());
+        h.every = args.health_every;
+        h.every_time = args.health_every_time;
+        h.max_response = args.health_max_response_ms.map(Duration::from_millis);
+        for g in groups.iter_mut().filter(|g| g.health.is_none()) {
+            g.health = Some(h.clone());
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_speed(s: &str) -> Result<Speed, String> {
@@ -410,16 +520,24 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     if !sim_groups.is_empty() && !args.hosts.is_empty() {
         return Err(usage("give either HOSTS or --simulate N, not both"));
     }
-    if sim_groups.is_empty() && args.hosts.is_empty() && pool_file.is_none() {
+    if sim_groups.is_empty()
+        && args.hosts.is_empty()
+        && pool_file.is_none()
+        && args.lifecycle.launch.is_none()
+    {
         return Err(usage(
-            "no targets: give HOSTS (addresses or CIDR ranges), --pool FILE or --simulate N",
+            "no targets: give HOSTS (addresses or CIDR ranges), --pool FILE, --simulate N or --launch CMD",
         ));
     }
+    // The launch and health-check flags, checked before anything is written.
+    lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut Vec::new())?;
     if !args.hosts.is_empty() {
         HostPool::parse(&args.hosts, args.port)?;
     }
     // Which dialects the pool will have (for admission data).
-    let mut v1 = (!args.hosts.is_empty() || sim_groups.iter().any(|g| g.dialect.is_none()))
+    let mut v1 = (!args.hosts.is_empty()
+        || args.lifecycle.launch.is_some()
+        || sim_groups.iter().any(|g| g.dialect.is_none()))
         && args.dialect.has_optimize();
     v1 |= sim_groups
         .iter()
@@ -661,6 +779,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             port: args.port,
             dialect: args.dialect,
             labels: Labels::new(),
+            launch: None,
+            health: None,
         });
     }
     match start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await {
@@ -675,14 +795,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     }
+    if let Err(e) = lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut groups) {
+        for c in clusters {
+            c.shutdown().await;
+        }
+        for o in opened {
+            o.dir.abandon();
+        }
+        return Err(e);
+    }
+    let launched = args.lifecycle.launch.is_some() || groups.iter().any(|g| g.launch.is_some());
+    let launched_only = groups.iter().all(|g| g.launch.is_some());
+    let checked = groups.iter().any(|g| g.health.is_some());
     let mut pool_cfg = PoolConfig::default();
     pool_cfg.groups = groups;
     pool_cfg.session = session;
     pool_cfg.strategy = plan.strategy;
     pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    if checked {
+        // Kept apart from the experiments' results.
+        let base = args.resume.clone().unwrap_or_else(|| args.out.clone());
+        pool_cfg.health_log = Some(base.join("health").join("checks.jsonl"));
+    }
     pool_cfg.probe = match args.probe {
         Some(p) => p,
-        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
     let started = async {
@@ -747,9 +884,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = progress.await;
     signals.abort();
     let snapshot = pool.snapshot();
-    pool.shutdown().await;
+    let life = pool.shutdown().await;
     for c in clusters {
         c.shutdown().await;
+    }
+    if verbose && (launched || checked) {
+        eprintln!("{}", lifecycle_line(&life, launched, checked));
     }
 
     let mut gave_up = None;
@@ -839,10 +979,30 @@ pub(crate) async fn start_sim_groups(
             port: c.addrs().first().map_or(DEFAULT_PORT, |a| a.port()),
             dialect,
             labels: g.labels.clone(),
+            launch: None,
+            health: None,
         });
         clusters.push(c);
     }
     Ok((clusters, groups))
+}
+
+/// One line on the launched targets and health checks of the run.
+fn lifecycle_line(l: &LifecycleStats, launched: bool, checked: bool) -> String {
+    let mut parts = Vec::new();
+    if launched {
+        parts.push(format!(
+            "launched targets: {} started, at most {} at once, {} stopped when idle, {} restarted, {} failed, {} stopped in all, {} still running",
+            l.launched, l.peak, l.idle_stopped, l.restarted, l.failed, l.stopped, l.running
+        ));
+    }
+    if checked {
+        parts.push(format!(
+            "health checks: {} passed, {} failed",
+            l.health_passed, l.health_failed
+        ));
+    }
+    parts.join("; ")
 }
 
 /// The end-of-run report of one experiment.

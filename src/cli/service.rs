@@ -20,8 +20,8 @@ use taskdist::service::{
 use taskdist::sim::Speed;
 
 use super::run::{
-    parse_attempts, parse_limit, parse_shard, parse_sim_groups, parse_speed, parse_strategy,
-    parse_weight, start_sim_groups,
+    lifecycle_groups, parse_attempts, parse_limit, parse_shard, parse_sim_groups, parse_speed,
+    parse_strategy, parse_weight, start_sim_groups, LifecycleArgs,
 };
 use super::{UsageError, EXIT_BAD, EXIT_OK, EXIT_RUNTIME};
 
@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Speed of the simulated targets: fast, realtime, or a factor.
     #[arg(long, default_value = "fast", value_name = "SPEED", value_parser = parse_speed)]
     pub sim_speed: Speed,
+    /// Launched targets and health checks.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }
 
 /// Where the service is and how to authenticate.
@@ -207,20 +210,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             port: args.port,
             dialect: args.dialect,
             labels: Labels::new(),
+            launch: None,
+            health: None,
         });
     }
+    lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut Vec::new())?;
     let (clusters, sims) = start_sim_groups(&sim_groups, args.dialect, args.sim_speed).await?;
     groups.extend(sims);
+    if let Err(e) = lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut groups) {
+        for c in clusters {
+            c.shutdown().await;
+        }
+        return Err(e);
+    }
     let no_targets = groups.is_empty();
+    // Only launched groups: nothing to probe but their instances, which are reached by TCP.
+    let launched_only = !no_targets && groups.iter().all(|g| g.launch.is_some());
     let mut pool = PoolConfig::default();
     pool.groups = groups;
     pool.session = SessionConfig::for_dialect(args.dialect);
     pool.strategy = strategy::by_name(&args.strategy).map_err(|e| usage(e.to_string()))?;
     pool.probe = match args.probe {
         Some(p) => p,
-        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
+    if pool.groups.iter().any(|g| g.health.is_some()) {
+        pool.health_log = Some(args.data.join("health").join("checks.jsonl"));
+    }
     let mut cfg = ServiceConfig::new(&args.data, pool);
     cfg.listen = args.listen;
     let service = Service::start(cfg).await.with_context(|| {

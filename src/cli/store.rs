@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use taskdist::cluster::{ExperimentId, JoinOptions, PgStore, StoreError};
 use taskdist::distributor::{DistributorError, Metrics, ProbeKind};
-use taskdist::pool::{Experiment, Labels, Pool, PoolConfig, TargetGroup};
+use taskdist::pool::{Experiment, Pool, PoolConfig, TargetGroup};
 use taskdist::protocol::SessionConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -81,14 +81,14 @@ pub(super) async fn run(
     let clusters;
     let mut groups: Vec<TargetGroup> = plan.pool_file.take().map(|f| f.groups).unwrap_or_default();
     if !args.hosts.is_empty() {
-        groups.push(TargetGroup {
-            name: "hosts".into(),
-            hosts: args.hosts.clone(),
-            port: args.port,
-            dialect: args.dialect,
-            labels: Labels::new(),
-        });
+        groups.push(TargetGroup::new(
+            "hosts",
+            args.hosts.clone(),
+            args.port,
+            args.dialect,
+        ));
     }
+    super::run::lifecycle_groups(&args.lifecycle, args.port, args.dialect, &mut groups)?;
     let (c, g) = start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await?;
     clusters = c;
     groups.extend(g);

@@ -25,6 +25,11 @@ pub enum TargetState {
     Quarantined,
     /// Drained by the pool's owner: takes no work until released.
     Drained,
+    /// Running its group's health check; takes no work meanwhile.
+    Checking,
+    /// Failed its health check: takes no work until a re-check passes (the reason is in
+    /// `last_error` and `health`).
+    Unhealthy,
     /// The run ended; the session was closed.
     Closed,
 }
@@ -45,6 +50,9 @@ pub struct TargetStats {
     pub busy: Duration,
     /// The last failure.
     pub last_error: Option<String>,
+    /// The last health check: `passed`, or `failed: REASON` (None: none ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
     /// The current attempt has received events of its task-set (a sign of a working target
     /// even after earlier failures).
     #[serde(skip)]
@@ -182,7 +190,7 @@ pub struct MetricsSnapshot {
     pub targets_up: usize,
     /// Targets running a task-set.
     pub targets_busy: usize,
-    /// Targets in backoff or quarantine.
+    /// Targets in backoff, quarantine, or held out after a failed health check.
     pub targets_backoff: usize,
     /// Per-target statistics of this experiment (in JSON: objects with a `target` key); the
     /// state is the target's in the pool.
@@ -234,6 +242,7 @@ impl Metrics {
             consecutive_failures: 0,
             busy: Duration::ZERO,
             last_error: None,
+            health: None,
             receiving: false,
         });
         if state == TargetState::Running || t.state != state {
@@ -247,6 +256,28 @@ impl Metrics {
             t.completed += 1;
             t.busy += took;
             t.consecutive_failures = 0;
+        }
+    }
+
+    /// The target's state, if it is known.
+    pub(crate) fn state_of(&self, addr: SocketAddr) -> Option<TargetState> {
+        self.targets().get(&addr).map(|t| t.state)
+    }
+
+    /// Records a health check: passed (`Ok`), or failed with the reason (the target shows
+    /// [`TargetState::Unhealthy`]).
+    pub(crate) fn health(&self, addr: SocketAddr, verdict: Result<(), &str>) {
+        if verdict.is_err() {
+            self.set_state(addr, TargetState::Unhealthy);
+        }
+        if let Some(t) = self.targets().get_mut(&addr) {
+            match verdict {
+                Ok(()) => t.health = Some("passed".into()),
+                Err(reason) => {
+                    t.health = Some(format!("failed: {reason}"));
+                    t.last_error = Some(format!("health check failed: {reason}"));
+                }
+            }
         }
     }
 
@@ -338,6 +369,7 @@ impl Metrics {
                             },
                         };
                         t.state = pool.state;
+                        t.health = pool.health.clone();
                         if t.last_error.is_none() {
                             t.last_error = pool.last_error.clone();
                         }
@@ -379,7 +411,10 @@ impl Metrics {
             targets_up: count(&|s| matches!(s, TargetState::Idle | TargetState::Running)),
             targets_busy: count(&|s| s == TargetState::Running),
             targets_backoff: count(&|s| {
-                matches!(s, TargetState::Backoff | TargetState::Quarantined)
+                matches!(
+                    s,
+                    TargetState::Backoff | TargetState::Quarantined | TargetState::Unhealthy
+                )
             }),
             targets,
         }

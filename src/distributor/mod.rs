@@ -458,6 +458,8 @@ impl Distributor {
                 port: cfg.port,
                 dialect: cfg.session.dialect,
                 labels: Labels::new(),
+                launch: None,
+                health: None,
             });
         }
         groups.extend(cfg.groups.iter().cloned());
@@ -476,6 +478,7 @@ impl Distributor {
             monitor: cfg.monitor.clone(),
             strategy: cfg.strategy.clone(),
             target_leases: None,
+            health_log: None,
         }
     }
 

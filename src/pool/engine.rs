@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::labels::{Labels, Selector};
+use super::lifecycle::{self, Counters, HealthRt, LaunchMsg, LaunchRt, PoolView};
 use super::sched::{ExpId, Outcome, Scheduler};
 use super::PoolConfig;
 use crate::discovery::{HostChange, HostPool, Monitor, MonitorHandle};
@@ -57,6 +58,10 @@ pub(crate) struct GroupRt {
     pub session: SessionConfig,
     /// Added while the pool runs (it has a monitor of its own).
     pub added: bool,
+    /// Its instances, when the pool launches them.
+    pub launch: Option<Arc<LaunchRt>>,
+    /// Its health check.
+    pub health: Option<Arc<HealthRt>>,
 }
 
 /// Why a target takes no work although it may be up (set by the pool's owner).
@@ -103,6 +108,57 @@ impl GroupRt {
     pub fn dialect(&self) -> Dialect {
         self.session.dialect
     }
+
+    /// The running form of a configured group, checked.
+    pub fn build(
+        g: &super::TargetGroup,
+        cfg: &PoolConfig,
+        added: bool,
+    ) -> Result<GroupRt, DistributorError> {
+        let hosts = g.host_pool()?;
+        if cfg.probe == crate::distributor::ProbeKind::Available
+            && !g.dialect.has_available()
+            && g.launch.is_none()
+        {
+            return Err(DistributorError::Config(format!(
+                "--probe available needs v3 targets, but group {} speaks {}; use --probe tcp or icmp",
+                g.name, g.dialect
+            )));
+        }
+        let launch = match &g.launch {
+            Some(l) => {
+                l.check()
+                    .map_err(|e| DistributorError::Config(format!("group {}: {e}", g.name)))?;
+                Some(Arc::new(LaunchRt::new(l.clone(), g.port)))
+            }
+            None => None,
+        };
+        let health = match &g.health {
+            Some(h) => Some(Arc::new(HealthRt::load(h).map_err(|e| {
+                DistributorError::Config(format!("group {}: {e}", g.name))
+            })?)),
+            None => None,
+        };
+        let mut session = cfg.session.clone();
+        session.dialect = g.dialect;
+        Ok(GroupRt {
+            name: g.name.clone(),
+            hosts,
+            labels: Arc::new(g.labels.clone()),
+            session,
+            added,
+            launch,
+            health,
+        })
+    }
+
+    /// Whether `addr` is one of its targets.
+    pub fn has(&self, addr: SocketAddr) -> bool {
+        match &self.launch {
+            Some(l) => l.owns(addr),
+            None => self.hosts.contains(addr),
+        }
+    }
 }
 
 /// State shared by everything in a pool.
@@ -124,6 +180,12 @@ pub(crate) struct Shared {
     /// Requests to the supervisor.
     pub ctl: mpsc::UnboundedSender<Ctl>,
     pub cancel: CancellationToken,
+    /// Launched instances and health checks.
+    pub life: Arc<Counters>,
+    /// Health checks failed in a row per target (for the re-check delay).
+    pub health_fails: Mutex<HashMap<SocketAddr, u32>>,
+    /// Where health-check results are written, if anywhere.
+    pub health_log: Option<lifecycle::HealthLog>,
 }
 
 impl Shared {
@@ -136,10 +198,7 @@ impl Shared {
     }
 
     pub fn group_of(&self, addr: SocketAddr) -> Option<Arc<GroupRt>> {
-        self.groups()
-            .iter()
-            .find(|g| g.hosts.contains(addr))
-            .cloned()
+        self.groups().iter().find(|g| g.has(addr)).cloned()
     }
 
     pub fn hold_of(&self, addr: SocketAddr) -> Option<Hold> {
@@ -249,6 +308,27 @@ pub(crate) async fn run_pool(
         });
         handle
     };
+    // Launched groups: a launcher each, stopped after the workers.
+    let launch_cancel = CancellationToken::new();
+    let mut launchers: JoinSet<()> = JoinSet::new();
+    let mut launcher_tokens: HashMap<String, CancellationToken> = HashMap::new();
+    let launch = |g: &Arc<GroupRt>,
+                  launchers: &mut JoinSet<()>,
+                  tokens: &mut HashMap<String, CancellationToken>| {
+        if let Some(l) = &g.launch {
+            let token = launch_cancel.child_token();
+            tokens.insert(g.name.clone(), token.clone());
+            launchers.spawn(lifecycle::run_launcher(
+                g.name.clone(),
+                l.clone(),
+                pool_view(&shared, g, change_tx.clone()),
+                token,
+            ));
+        }
+    };
+    for g in shared.groups().clone().iter() {
+        launch(g, &mut launchers, &mut launcher_tokens);
+    }
     // The groups the pool started with share one monitor; each added group has its own.
     let initial = watch(hosts, monitor_cancel.child_token());
     let mut added: HashMap<String, (MonitorHandle, CancellationToken)> = HashMap::new();
@@ -295,6 +375,9 @@ pub(crate) async fn run_pool(
                 }
             },
             Some(req) = ctl.recv() => match req {
+                Ctl::Watch(g) if g.launch.is_some() => {
+                    launch(&g, &mut launchers, &mut launcher_tokens);
+                }
                 Ctl::Watch(g) => {
                     let cancel = monitor_cancel.child_token();
                     let m = watch(g.hosts.clone(), cancel.clone());
@@ -302,6 +385,9 @@ pub(crate) async fn run_pool(
                 }
                 Ctl::Unwatch(name) => {
                     if let Some((_, cancel)) = added.remove(&name) {
+                        cancel.cancel();
+                    }
+                    if let Some(cancel) = launcher_tokens.remove(&name) {
                         cancel.cancel();
                     }
                     // Targets of the removed group that are not at work leave the books now;
@@ -320,7 +406,13 @@ pub(crate) async fn run_pool(
                     }
                 }
                 Ctl::Release(addr) => {
-                    if parked.remove(&addr) {
+                    let launched = shared.group_of(addr).and_then(|g| g.launch.clone());
+                    if let (true, Some(l)) = (parked.contains(&addr), launched) {
+                        // Its launcher probes it again and brings it back.
+                        parked.remove(&addr);
+                        shared.board.set_state(addr, TargetState::Backoff);
+                        let _ = l.tx.send(LaunchMsg::Failed { addr, restart: false, delay: Duration::ZERO });
+                    } else if parked.remove(&addr) {
                         if let Some(m) = monitor_of(addr, &added) {
                             shared.board.set_state(addr, TargetState::Backoff);
                             m.report_failed(addr);
@@ -346,6 +438,29 @@ pub(crate) async fn run_pool(
                     shared.board.set_state(addr, held_state(&shared, addr));
                     continue;
                 }
+                let delay = health_delay(&shared, addr);
+                if let Some(l) = shared.group_of(addr).and_then(|g| g.launch.clone()) {
+                    // A launched target is restarted (or rejoins) by its launcher.
+                    let msg = match exit {
+                        WorkerExit::Cancelled => None,
+                        WorkerExit::Failed { suspect, rebooted, .. } => Some(LaunchMsg::Failed {
+                            addr,
+                            restart: suspect || rebooted,
+                            delay: Duration::ZERO,
+                        }),
+                        WorkerExit::Unhealthy => Some(LaunchMsg::Failed { addr, restart: true, delay }),
+                    };
+                    if let Some(m) = msg {
+                        let _ = l.tx.send(m);
+                    }
+                    continue;
+                }
+                if let WorkerExit::Unhealthy = exit {
+                    if let Some(m) = monitor_of(addr, &added) {
+                        side.spawn(recheck(shared.clone(), m, addr, delay));
+                    }
+                    continue;
+                }
                 if let WorkerExit::Failed { consecutive, suspect, .. } = exit {
                     let quarantine = consecutive >= shared.cfg.quarantine_after;
                     let state = if quarantine { TargetState::Quarantined } else { TargetState::Backoff };
@@ -369,6 +484,80 @@ pub(crate) async fn run_pool(
     }
     monitor_cancel.cancel();
     side.abort_all();
+    launch_cancel.cancel();
+    while launchers.join_next().await.is_some() {}
+}
+
+/// What a group's launcher sees of the pool.
+fn pool_view(shared: &Arc<Shared>, g: &Arc<GroupRt>, up: mpsc::Sender<HostChange>) -> PoolView {
+    let s = shared.clone();
+    let labels = g.labels.clone();
+    let v1 = g.dialect().has_optimize();
+    let demand = move || -> u64 {
+        s.exps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|c| {
+                !c.paused.load(Ordering::Relaxed)
+                    && !c.cancel.is_cancelled()
+                    && c.selector.matches(&labels)
+                    && (c.workload.admission.is_none() || v1)
+            })
+            .map(|c| c.queue.queued())
+            .sum()
+    };
+    let s = shared.clone();
+    let busy = move |a: SocketAddr| -> bool {
+        s.current().contains_key(&a)
+            || matches!(
+                s.board.state_of(a),
+                Some(TargetState::Running | TargetState::Checking)
+            )
+    };
+    PoolView {
+        counters: shared.life.clone(),
+        demand: Box::new(demand),
+        busy: Box::new(busy),
+        changed: shared.changed.clone(),
+        up,
+    }
+}
+
+/// Delay before the re-check of a target that failed its health check `n` times in a row:
+/// the group's backoff, doubled each time, at most 5 minutes.
+fn health_delay(shared: &Shared, addr: SocketAddr) -> Duration {
+    let n = shared
+        .health_fails
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&addr)
+        .copied()
+        .unwrap_or(0);
+    let base = shared
+        .group_of(addr)
+        .and_then(|g| g.health.as_ref().map(|h| h.spec.backoff))
+        .unwrap_or(Duration::from_secs(5));
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    base.saturating_mul(1u32 << (n - 1).min(16))
+        .min(Duration::from_secs(300))
+}
+
+/// A target that failed its health check: its recovery command, then after `delay` it is
+/// probed again (and checked again when it answers).
+async fn recheck(shared: Arc<Shared>, monitor: MonitorHandle, addr: SocketAddr, delay: Duration) {
+    if let Some(cmd) = &shared.cfg.recovery_cmd {
+        shared.forget_binaries(addr);
+        recover(cmd, addr, &shared.cancel).await;
+    }
+    tracing::info!(%addr, delay_s = delay.as_secs_f64(), "unhealthy target: checked again after the delay");
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shared.cancel.cancelled() => return,
+    }
+    monitor.report_failed(addr);
 }
 
 /// The state a held target shows.
@@ -448,6 +637,8 @@ enum WorkerExit {
         suspect: bool,
         rebooted: bool,
     },
+    /// The target failed its health check (the reason is on the board).
+    Unhealthy,
 }
 
 const NOT_SUSPECT: WorkerExit = WorkerExit::Failed {
@@ -508,10 +699,29 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
         .unwrap_or_else(|p| p.into_inner())
         .remove(&addr)
         .unwrap_or_default();
+    // A target joining (or back from a recovery) is checked before it takes work.
+    let health = group.health.clone();
+    if let Some(h) = &health {
+        if let Err(exit) = health_check(addr, &shared, h, &mut session, &mut loaded).await {
+            session.close().await;
+            return (addr, exit);
+        }
+    }
+    let (mut since_check, mut checked_at) = (0u64, Instant::now());
     board.set_state(addr, TargetState::Idle);
     shared.sched().add_target(addr, labels, session_cfg.dialect);
     shared.changed.notify_waiters();
     let exit = 'work: loop {
+        if let Some(h) = &health {
+            let due = h.spec.every.is_some_and(|n| since_check >= n)
+                || h.spec.every_time.is_some_and(|d| checked_at.elapsed() >= d);
+            if due && !shared.must_stop(addr) {
+                if let Err(exit) = health_check(addr, &shared, h, &mut session, &mut loaded).await {
+                    break 'work exit;
+                }
+                (since_check, checked_at) = (0, Instant::now());
+            }
+        }
         board.set_state(addr, TargetState::Idle);
         let (ctx, mut job) = loop {
             let notified = shared.changed.notified();
@@ -572,6 +782,7 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
             outcome == Outcome::Done,
             Instant::now(),
         );
+        since_check += 1;
         shared.changed.notify_waiters();
         match result {
             Ok(()) => {}
@@ -599,7 +810,7 @@ async fn worker(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, WorkerExi
         shared.sched().forget_binaries(addr);
     }
     session.close().await;
-    if !matches!(exit, WorkerExit::Failed { .. }) {
+    if matches!(exit, WorkerExit::Cancelled) {
         board.set_state(addr, TargetState::Closed);
     }
     (addr, exit)
@@ -645,6 +856,88 @@ impl Drop for LeaseGuard {
         let (l, addr) = (self.leases.clone(), self.addr);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { l.release(addr).await });
+        }
+    }
+}
+
+/// Run the group's health check on the session. A failure is recorded (state `unhealthy`,
+/// with the reason) and ends the worker; the check's results go to no experiment.
+async fn health_check(
+    addr: SocketAddr,
+    shared: &Shared,
+    h: &HealthRt,
+    session: &mut Session,
+    loaded: &mut HashMap<String, u64>,
+) -> Result<(), WorkerExit> {
+    shared.board.set_state(addr, TargetState::Checking);
+    let cancel = shared.cancel.child_token();
+    let mut verdict = Ok(());
+    for set in &h.sets {
+        let mut sent = HashSet::new();
+        let r = session
+            .run_taskset(
+                set,
+                None,
+                &h.binaries,
+                &mut sent,
+                &mut |_: &[TimedEvent]| {},
+                &cancel,
+            )
+            .await;
+        if !sent.is_empty() {
+            // The check's binaries replace the experiments' ones of the same name.
+            loaded.retain(|n, _| !sent.contains(n));
+            shared.sched().forget_binaries(addr);
+        }
+        verdict = match r {
+            Ok(run) => lifecycle::judge(&run, h.spec.max_response),
+            Err(TargetError::Cancelled) => return Err(WorkerExit::Cancelled),
+            Err(e) => Err(e.to_string()),
+        };
+        if verdict.is_err() {
+            break;
+        }
+    }
+    if shared.cancel.is_cancelled() {
+        return Err(WorkerExit::Cancelled);
+    }
+    if let Some(log) = &shared.health_log {
+        let group = shared
+            .group_of(addr)
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        log.record(
+            addr,
+            &group,
+            &h.spec.spec,
+            verdict.as_ref().err().map(String::as_str),
+        )
+        .await;
+    }
+    match verdict {
+        Ok(()) => {
+            shared.life.health_passed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .health_fails
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&addr);
+            shared.board.health(addr, Ok(()));
+            tracing::debug!(%addr, "health check passed");
+            Ok(())
+        }
+        Err(reason) => {
+            let reason = format!("{}: {reason}", h.spec.spec);
+            shared.life.health_failed.fetch_add(1, Ordering::Relaxed);
+            *shared
+                .health_fails
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(addr)
+                .or_insert(0) += 1;
+            shared.board.health(addr, Err(&reason));
+            tracing::warn!(%addr, %reason, "health check failed: the target takes no work");
+            Err(WorkerExit::Unhealthy)
         }
     }
 }

@@ -25,9 +25,43 @@
 //! assert_eq!(lab.groups[0].labels.to_string(), "board=imx6,cores=4,site=lab2");
 //! ```
 //!
-//! Each group has `hosts` (required; the same syntax as the command line's HOSTS) and optional
+//! Each group has `hosts` (the same syntax as the command line's HOSTS) and optional
 //! `name` (default `group-N`), `port`, `dialect` and `labels`. An address may belong to one
 //! group only.
+//!
+//! Instead of `hosts`, a group may have a `[group.launch]` table: the pool starts its targets
+//! itself (see [`lifecycle`](super::lifecycle)). Any group may have a `[group.health]` table:
+//! a health check its targets pass before they take work.
+//!
+//! ```
+//! use taskdist::pool::{AddressSource, PoolFile};
+//!
+//! let lab = PoolFile::parse(r#"
+//!     [[group]]
+//!     name = "qemu"
+//!     port = 3001
+//!     labels = { board = "qemu-x86" }
+//!     [group.launch]
+//!     command = "launch-qemu.sh {index} {ip} {port}"  # `sh -c 'exec COMMAND'`
+//!     address = "fixed"        # instance i at first_ip + i (or "stdout": printed by it)
+//!     first_ip = "127.0.1.1"
+//!     min = 1                  # kept running
+//!     max = 8                  # at most, while work is queued and all are busy
+//!     boot_s = 90              # to answer after its start
+//!     idle_stop_s = 120        # an idle instance beyond min stops after this
+//!     stop_signal = "TERM"     # then KILL after 5 s
+//!     [group.health]
+//!     spec = "hey"             # catalog name or spec file
+//!     variants = 1             # of its variants, from the first
+//!     every = 500              # task-sets between checks (optional)
+//!     every_s = 3600           # seconds between checks (optional)
+//!     max_response_ms = 2000   # optional bound on each job's response time
+//!     backoff_s = 5            # first re-check delay of a failed target; doubles
+//! "#, "lab.toml").unwrap();
+//! let launch = lab.groups[0].launch.as_ref().unwrap();
+//! assert_eq!((launch.min, launch.max, launch.address), (1, 8, AddressSource::Fixed));
+//! assert_eq!(lab.groups[0].health.as_ref().unwrap().every, Some(500));
+//! ```
 //!
 //! Simulated groups (`--simulate N[:DIALECT][:KEY=VALUE,...]`) are parsed by [`SimGroup`].
 
@@ -37,6 +71,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use super::labels::{LabelError, Labels};
+use super::lifecycle::{AddressSource, HealthCheck, LaunchSpec};
 use crate::discovery::{HostPool, PoolError};
 use crate::protocol::{Dialect, DEFAULT_PORT};
 
@@ -53,12 +88,41 @@ pub struct TargetGroup {
     pub dialect: Dialect,
     /// Its labels.
     pub labels: Labels,
+    /// Targets the pool starts itself (then `hosts` is empty): see [`lifecycle`](super::lifecycle).
+    pub launch: Option<LaunchSpec>,
+    /// A health check its targets must pass before they take work.
+    pub health: Option<HealthCheck>,
 }
 
 impl TargetGroup {
-    /// The group's addresses.
+    /// A group of `hosts` at `port` (for entries without one), speaking `dialect`, without
+    /// labels, launch or health check.
+    pub fn new(name: impl Into<String>, hosts: Vec<String>, port: u16, dialect: Dialect) -> Self {
+        TargetGroup {
+            name: name.into(),
+            hosts,
+            port,
+            dialect,
+            labels: Labels::new(),
+            launch: None,
+            health: None,
+        }
+    }
+
+    /// The group's addresses. A launched group with fixed addresses has those of its `max`
+    /// instances; one whose instances print their addresses has none known in advance.
     pub fn host_pool(&self) -> Result<HostPool, PoolError> {
-        HostPool::parse(&self.hosts, self.port)
+        match &self.launch {
+            None => HostPool::parse(&self.hosts, self.port),
+            Some(l) if l.address == AddressSource::Stdout => Ok(HostPool::merge(Vec::new())),
+            Some(l) => {
+                let addrs: Vec<String> = (0..l.max)
+                    .filter_map(|i| l.ip_of(i))
+                    .map(|ip| std::net::SocketAddr::new(ip, self.port).to_string())
+                    .collect();
+                HostPool::parse(&addrs, self.port)
+            }
+        }
     }
 }
 
@@ -101,6 +165,90 @@ struct RawGroup {
     port: Option<u16>,
     dialect: Option<String>,
     labels: Option<toml::Table>,
+    launch: Option<RawLaunch>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLaunch {
+    command: String,
+    address: Option<String>,
+    first_ip: Option<String>,
+    min: Option<usize>,
+    max: Option<usize>,
+    boot_s: Option<f64>,
+    idle_stop_s: Option<f64>,
+    stop_signal: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    spec: String,
+    variants: Option<u64>,
+    every: Option<u64>,
+    every_s: Option<f64>,
+    max_response_ms: Option<u64>,
+    binaries: Option<String>,
+    backoff_s: Option<f64>,
+}
+
+fn seconds(v: f64, what: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("{what} {v}: expected a number of seconds >= 0"))
+}
+
+impl RawLaunch {
+    fn build(self) -> Result<LaunchSpec, String> {
+        let mut l = LaunchSpec::new(self.command, self.min.unwrap_or(1), 1);
+        l.max = self.max.unwrap_or(l.min.max(1));
+        if let Some(a) = &self.address {
+            l.address = a.parse()?;
+        }
+        if let Some(ip) = &self.first_ip {
+            l.first_ip = ip
+                .parse()
+                .map_err(|_| format!("launch first_ip {ip:?}: expected an IP address"))?;
+        }
+        if let Some(s) = self.boot_s {
+            l.boot_time = seconds(s, "launch boot_s")?;
+        }
+        if let Some(s) = self.idle_stop_s {
+            l.idle_stop = seconds(s, "launch idle_stop_s")?;
+        }
+        if let Some(s) = &self.stop_signal {
+            l.stop_signal = s.parse()?;
+        }
+        l.check()?;
+        Ok(l)
+    }
+}
+
+impl RawHealth {
+    fn build(self) -> Result<HealthCheck, String> {
+        let mut h = HealthCheck::new(self.spec);
+        if let Some(v) = self.variants {
+            if v == 0 {
+                return Err("health variants 0: expected at least 1".into());
+            }
+            h.variants = v;
+        }
+        if self.every == Some(0) {
+            return Err("health every 0: expected at least 1 task-set".into());
+        }
+        h.every = self.every;
+        h.every_time = self
+            .every_s
+            .map(|s| seconds(s, "health every_s"))
+            .transpose()?;
+        h.max_response = self.max_response_ms.map(std::time::Duration::from_millis);
+        h.binaries = self.binaries.map(Into::into);
+        if let Some(s) = self.backoff_s {
+            h.backoff = seconds(s, "health backoff_s")?;
+        }
+        Ok(h)
+    }
 }
 
 /// The groups of a pool file.
@@ -175,9 +323,24 @@ impl PoolFile {
                 return Err(invalid(format!("{at}the name is used twice")));
             }
             let hosts = g.hosts.unwrap_or_default();
-            if hosts.is_empty() {
+            let launch = g
+                .launch
+                .map(RawLaunch::build)
+                .transpose()
+                .map_err(|e| invalid(format!("{at}{e}")))?;
+            let health = g
+                .health
+                .map(RawHealth::build)
+                .transpose()
+                .map_err(|e| invalid(format!("{at}{e}")))?;
+            if launch.is_some() && !hosts.is_empty() {
                 return Err(invalid(format!(
-                    "{at}no hosts; expected hosts = [\"ADDRESS\", \"CIDR\", ...]"
+                    "{at}has both hosts and [launch]; a launched group's addresses come from its instances"
+                )));
+            }
+            if hosts.is_empty() && launch.is_none() {
+                return Err(invalid(format!(
+                    "{at}no hosts; expected hosts = [\"ADDRESS\", \"CIDR\", ...] or a [group.launch] table"
                 )));
             }
             let port = g.port.unwrap_or(default_port);
@@ -194,6 +357,8 @@ impl PoolFile {
                 hosts,
                 port,
                 labels,
+                launch,
+                health,
             };
             let pool = group.host_pool().map_err(|e| invalid(format!("{at}{e}")))?;
             if let Some(j) = pools.iter().position(|p| p.overlaps(&pool)) {
@@ -334,6 +499,45 @@ mod tests {
         for (text, needle) in cases {
             let e = PoolFile::parse(text, "lab.toml").unwrap_err().to_string();
             assert!(e.starts_with("pool file lab.toml: "), "{e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        // Launched groups.
+        let launch_cases = [
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.launch]\ncommand = \"x\"\n",
+                "both hosts and [launch]",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nmin = 3\nmax = 2\n",
+                "min 3 / max 2",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\naddress = \"dhcp\"\n",
+                "address \"dhcp\"",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nstop_signal = \"STOP\"\n",
+                "stop signal",
+            ),
+            (
+                "[[group]]\n[group.launch]\ncommand = \"x\"\nboot_s = -1\n",
+                "boot_s -1",
+            ),
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.health]\nspec = \"hey\"\nevery = 0\n",
+                "every 0",
+            ),
+            (
+                "[[group]]\nhosts = [\"127.0.0.2\"]\n[group.health]\nspecs = \"hey\"\n",
+                "specs",
+            ),
+            (
+                "[[group]]\nname = \"a\"\n[group.launch]\ncommand = \"x\"\nfirst_ip = \"127.0.0.2\"\nmax = 4\n[[group]]\nhosts = [\"127.0.0.5\"]\n",
+                "shares addresses",
+            ),
+        ];
+        for (text, needle) in launch_cases {
+            let e = PoolFile::parse(text, "lab.toml").unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
         // Different ports: different targets.

@@ -42,6 +42,7 @@
 mod engine;
 pub mod file;
 pub mod labels;
+pub mod lifecycle;
 mod sched;
 pub mod strategy;
 
@@ -59,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use file::{PoolFile, PoolFileError, SimGroup, TargetGroup};
 pub use labels::{LabelError, LabelValue, Labels, Selector};
+pub use lifecycle::{AddressSource, HealthCheck, LaunchSpec, LifecycleStats, StopSignal};
 pub use sched::PairStats;
 pub use strategy::{Strategy, Verdict};
 
@@ -98,6 +100,10 @@ pub struct PoolConfig {
     /// shared store provides them, see `PgStore::target_leases` with the `postgres`
     /// feature).
     pub target_leases: Option<Arc<dyn TargetLeases>>,
+    /// Where health-check results go: a JSON Lines file (created with its directory), one
+    /// line per check with `time_unix_s`, `target`, `group`, `spec`, `passed` and `reason`.
+    /// They are kept apart from every experiment's results. None: only counted.
+    pub health_log: Option<PathBuf>,
 }
 
 /// Exclusive use of targets among several processes (distributors sharing a store): a pool
@@ -128,6 +134,7 @@ impl Default for PoolConfig {
             monitor: MonitorConfig::default(),
             strategy: strategy::default_strategy(),
             target_leases: None,
+            health_log: None,
         }
     }
 }
@@ -162,23 +169,9 @@ impl Pool {
         let mut groups = Vec::with_capacity(cfg.groups.len());
         let mut spans = Vec::new();
         for g in &cfg.groups {
-            let hosts = g.host_pool()?;
-            if cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
-                return Err(DistributorError::Config(format!(
-                    "--probe available needs v3 targets, but group {} speaks {}; use --probe tcp or icmp",
-                    g.name, g.dialect
-                )));
-            }
-            let mut session = cfg.session.clone();
-            session.dialect = g.dialect;
-            spans.push(hosts.clone());
-            groups.push(Arc::new(GroupRt {
-                name: g.name.clone(),
-                hosts,
-                labels: Arc::new(g.labels.clone()),
-                session,
-                added: false,
-            }));
+            let rt = GroupRt::build(g, &cfg, false)?;
+            spans.push(rt.hosts.clone());
+            groups.push(Arc::new(rt));
         }
         for (i, a) in spans.iter().enumerate() {
             for b in &spans[i + 1..] {
@@ -195,7 +188,18 @@ impl Pool {
                 }
             }
         }
-        let all = HostPool::merge(spans);
+        // Launched groups' instances are not probed: their launcher knows when they answer.
+        let all = HostPool::merge(
+            spans
+                .iter()
+                .zip(&groups)
+                .filter(|(_, g)| g.launch.is_none())
+                .map(|(s, _)| s.clone()),
+        );
+        let health_log = match &cfg.health_log {
+            Some(p) => Some(lifecycle::HealthLog::open(p).map_err(DistributorError::Config)?),
+            None => None,
+        };
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sched: Mutex::new(Scheduler::new(cfg.strategy.clone())),
@@ -209,6 +213,9 @@ impl Pool {
             exps: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
+            life: Arc::new(lifecycle::Counters::default()),
+            health_fails: Mutex::new(HashMap::new()),
+            health_log,
         });
         let task = tokio::spawn(engine::run_pool(shared.clone(), all, ctl_rx));
         Ok(Pool {
@@ -438,6 +445,7 @@ impl Pool {
             .clone();
         let current = self.shared.current().clone();
         PoolSnapshot {
+            lifecycle: self.shared.life.snapshot(),
             strategy: self.shared.cfg.strategy.name(),
             targets: board
                 .targets
@@ -466,22 +474,7 @@ impl Pool {
     /// Add a target group while the pool runs: its hosts are probed as the others are. Its
     /// name must be new and its addresses must not belong to another group.
     pub fn add_group(&self, g: TargetGroup) -> Result<(), DistributorError> {
-        let hosts = g.host_pool()?;
-        if self.shared.cfg.probe == ProbeKind::Available && !g.dialect.has_available() {
-            return Err(DistributorError::Config(format!(
-                "group {}: the pool probes with AVAILABLE, which {} targets lack",
-                g.name, g.dialect
-            )));
-        }
-        let mut session = self.shared.cfg.session.clone();
-        session.dialect = g.dialect;
-        let rt = Arc::new(GroupRt {
-            name: g.name.clone(),
-            hosts,
-            labels: Arc::new(g.labels.clone()),
-            session,
-            added: true,
-        });
+        let rt = Arc::new(GroupRt::build(&g, &self.shared.cfg, true)?);
         {
             let mut groups = self
                 .shared
@@ -615,12 +608,19 @@ impl Pool {
     }
 
     /// Stop every experiment (their in-flight variants go back to their queues and stay out
-    /// of their ledgers) and close the sessions.
-    pub async fn shutdown(mut self) {
+    /// of their ledgers), close the sessions and stop the launched targets. Returns the final
+    /// lifecycle counts.
+    pub async fn shutdown(mut self) -> LifecycleStats {
         self.shared.cancel.cancel();
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        self.shared.life.snapshot()
+    }
+
+    /// Launched instances and health checks so far.
+    pub fn lifecycle(&self) -> LifecycleStats {
+        self.shared.life.snapshot()
     }
 }
 
@@ -1059,6 +1059,8 @@ pub struct PoolSnapshot {
     pub targets: Vec<PoolTarget>,
     /// Running experiments, highest priority first.
     pub experiments: Vec<MetricsSnapshot>,
+    /// Launched instances and health checks.
+    pub lifecycle: LifecycleStats,
 }
 
 impl PoolSnapshot {

@@ -343,7 +343,7 @@ async fn release(
 }
 
 async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = super::metrics::render(&s.lab.experiments(), &s.lab.targets())
+    let text = super::metrics::render(&s.lab.experiments(), &s.lab.targets(), &s.lab.lifecycle())
         .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
     Ok((
         [(

@@ -736,6 +736,11 @@ impl Lab {
     // -----------------------------------------------------------------------------------------
     // Targets
 
+    /// Launched instances and health checks of the pool.
+    pub fn lifecycle(&self) -> crate::pool::LifecycleStats {
+        self.with_pool(|p| p.lifecycle()).unwrap_or_default()
+    }
+
     /// The pool's targets, and registered ones its probes have not reached yet.
     pub fn targets(&self) -> Vec<TargetView> {
         let Some(snap) = self.with_pool(Pool::snapshot) else {
@@ -771,6 +776,8 @@ impl Lab {
             port: reg.port,
             dialect,
             labels,
+            launch: None,
+            health: None,
         })
     }
 
@@ -1136,6 +1143,7 @@ fn targets_view(snap: &PoolSnapshot) -> Vec<TargetView> {
             failed: t.stats.failed,
             busy_s: t.stats.busy.as_secs_f64(),
             last_error: t.stats.last_error.clone(),
+            health: t.stats.health.clone(),
         })
         .collect()
 }
@@ -1160,5 +1168,6 @@ fn pending_view(reg: &TargetRegistration, hold: Option<String>) -> TargetView {
         failed: 0,
         busy_s: 0.0,
         last_error: None,
+        health: None,
     }
 }

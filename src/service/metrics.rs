@@ -30,6 +30,7 @@ fn esc(v: &str) -> String {
 pub(crate) fn render(
     exps: &[ExperimentView],
     targets: &[TargetView],
+    life: &crate::pool::LifecycleStats,
 ) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("taskdist");
     let done = Family::<Labels, Counter>::default();
@@ -118,6 +119,37 @@ pub(crate) fn render(
         busy,
     );
     reg.register("target_state", "1 for the target's current state", tstate);
+
+    let instances = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for (event, n) in [
+        ("started", life.launched),
+        ("stopped", life.stopped),
+        ("idle_stopped", life.idle_stopped),
+        ("failed", life.failed),
+        ("restarted", life.restarted),
+    ] {
+        instances.get_or_create(&vec![("event", event)]).inc_by(n);
+    }
+    reg.register(
+        "launched_instances",
+        "Launched target instances by event (started, stopped, idle_stopped, failed, restarted)",
+        instances,
+    );
+    let running_instances = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    running_instances.set(life.running as i64);
+    reg.register(
+        "launched_instances_running",
+        "Launched target instances running now",
+        running_instances,
+    );
+    let checks = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    checks
+        .get_or_create(&vec![("result", "passed")])
+        .inc_by(life.health_passed);
+    checks
+        .get_or_create(&vec![("result", "failed")])
+        .inc_by(life.health_failed);
+    reg.register("health_checks", "Health checks by result", checks);
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)

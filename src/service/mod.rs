@@ -25,6 +25,8 @@
 //!     port: 3001,
 //!     dialect: Dialect::V3,
 //!     labels: Labels::new(),
+//!     launch: None,
+//!     health: None,
 //! });
 //! let service = Service::start(ServiceConfig::new("lab-data", pool)).await?;
 //! let client = Client::new(&format!("http://{}", service.local_addr()), service.token())?;
@@ -324,7 +326,9 @@ pub struct TargetView {
     pub target: String,
     /// Its group (`registered/ADDRESS:PORT` for registered targets).
     pub group: String,
-    /// State: connecting, idle, running, backoff, quarantined, drained, closed.
+    /// State: connecting, idle, running, backoff, quarantined, drained, checking (its health
+    /// check runs), unhealthy (it failed its health check; the reason is in `health` and
+    /// `last_error`), closed.
     pub state: String,
     /// Why it takes no work by a user's request.
     pub hold: Option<String>,
@@ -346,6 +350,9 @@ pub struct TargetView {
     pub busy_s: f64,
     /// The last failure.
     pub last_error: Option<String>,
+    /// The last health check of its group's: `passed` or `failed: REASON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// Answer to a submission.
