@@ -535,7 +535,15 @@ async fn owner_controls_drain_quarantine_release_pause_and_groups() {
     h.pause();
     assert!(h.is_paused());
     // Attempts started before the pause end (finished or stopped); then nothing moves.
+    // An attempt taken just before the pause may not have reported its start yet: wait until
+    // the experiment itself runs nothing, then until the handler saw every end.
     wait_until("the attempts running at the pause to end", || {
+        let s = rec.seen();
+        h.metrics().running == 0 && s.starts.len() == s.finished_on.len() + s.stopped.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the handler to see the last ends", || {
         let s = rec.seen();
         s.starts.len() == s.finished_on.len() + s.stopped.len()
     })

@@ -20,25 +20,29 @@
 //! writes them after reconnecting (with backoff); results of a chunk whose lease ran out are
 //! dropped, since another distributor does those variants again.
 //!
+//! Every distributor runs the same code, on its own machine with its own targets; the
+//! first one to arrive creates the experiment:
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use taskdist::cluster::{JoinOptions, PgStore};
-//! use taskdist::distributor::{Selection, Workload};
-//! use taskdist::pool::{Experiment, Pool, PoolConfig, TargetGroup};
+//! use taskdist::cluster::PgStore;
+//! use taskdist::distributor::Distributor;
 //! use taskdist::tasksets::Spec;
+//! use taskdist::HandlerKind;
 //!
 //! let store = PgStore::connect("postgres://taskdist:secret@127.0.0.1/lab").await?;
-//! let workload = Workload::new(Spec::load("hey")?);
-//! let selection = Selection { limit: Some(20_000), shard: None };
-//! let joined = store.join(&workload, selection, JoinOptions::default()).await?;
-//! println!("experiment {}", joined.id());
-//! let mut cfg = PoolConfig::default();
-//! cfg.groups = vec![TargetGroup::hosts("lab", ["127.0.0.2", "127.0.0.3"])];
-//! let pool = Pool::start(cfg)?;
-//! let handle = pool.submit(Experiment::new(workload).selection(selection).store(joined))?;
-//! handle.close().await?;
-//! pool.shutdown().await;
-//! store.export(&"hey-0123456789abcdef".parse()?, "results".as_ref(), &[taskdist::HandlerKind::Csv]).await?;
+//! let mut d = Distributor::builder()
+//!     .hosts(["10.1.0.0/24"])?
+//!     .limit(20_000)
+//!     .store(store.clone(), None) // the id: derived from the spec, seed and limit
+//!     .build()?;
+//! d.start(Spec::load("hey")?).await?;
+//! let id = d.experiment().cloned().expect("joined");
+//! println!("experiment {id}");
+//! d.wait().await?; // until no variant is left for this distributor
+//! d.close().await?;
+//! // The same files as a local run, from whichever machine:
+//! store.export(&id, "results".as_ref(), &[HandlerKind::Csv]).await?;
 //! # Ok(()) }
 //! ```
 

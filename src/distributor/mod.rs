@@ -112,6 +112,10 @@ pub enum DistributorError {
     /// A worker or the supervisor died unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The shared store failed or refused the experiment (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Store(#[from] crate::cluster::StoreError),
     /// No target was healthy for `waited` (see [`Config::give_up_after`]); the run stopped
     /// and can be resumed.
     #[error("no usable target for {} s; giving up (wait longer with --give-up-after)", waited.as_secs())]
@@ -174,6 +178,24 @@ pub struct Config {
     pub strategy: Arc<dyn Strategy>,
     /// Only targets whose labels satisfy this take part.
     pub requires: Selector,
+    /// A shared store in place of a ledger and handlers (feature `postgres`): each run joins
+    /// an experiment there, with the other distributors that join it (see
+    /// [`cluster`](crate::cluster)).
+    #[cfg(feature = "postgres")]
+    pub store: Option<StoreConfig>,
+}
+
+/// Where a distributor's runs are shared (feature `postgres`).
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The database.
+    pub store: crate::cluster::PgStore,
+    /// The experiment's id (default: derived from the spec's name and fingerprint, so
+    /// distributors given the same spec and selection meet in one experiment).
+    pub experiment: Option<crate::cluster::ExperimentId>,
+    /// The experiment's priority among the store's experiments.
+    pub priority: i64,
 }
 
 impl Default for Config {
@@ -197,6 +219,8 @@ impl Default for Config {
             groups: Vec::new(),
             strategy: crate::pool::strategy::default_strategy(),
             requires: Selector::any(),
+            #[cfg(feature = "postgres")]
+            store: None,
         }
     }
 }
@@ -334,9 +358,37 @@ impl DistributorBuilder {
         self
     }
 
+    /// Share the runs through a PostgreSQL store (feature `postgres`): each
+    /// [`start`](Distributor::start) joins the experiment of its workload (`experiment`, or
+    /// an id derived from the spec and selection) and works on it with every distributor
+    /// that joins it; results go to the store's tables (read them with
+    /// [`PgStore::export`](crate::cluster::PgStore::export)), and targets are leased so that
+    /// two distributors never drive one. A store takes the place of a ledger and handlers.
+    #[cfg(feature = "postgres")]
+    pub fn store(
+        mut self,
+        store: crate::cluster::PgStore,
+        experiment: Option<crate::cluster::ExperimentId>,
+    ) -> Self {
+        self.cfg.store = Some(StoreConfig {
+            store,
+            experiment,
+            priority: 0,
+        });
+        self
+    }
+
     /// Check the configuration and build the distributor.
     pub fn build(self) -> Result<Distributor, DistributorError> {
         let cfg = self.cfg;
+        #[cfg(feature = "postgres")]
+        if cfg.store.is_some() && (cfg.ledger.is_some() || !self.handlers.is_empty()) {
+            return Err(DistributorError::Config(
+                "a store records the results and the progress itself: drop the ledger and the \
+                 handlers (export the experiment from the store for files)"
+                    .into(),
+            ));
+        }
         if cfg.hosts.is_empty() && cfg.groups.is_empty() {
             return Err(DistributorError::NoHosts);
         }
@@ -368,6 +420,8 @@ impl DistributorBuilder {
             run: None,
             metrics: Arc::new(Metrics::default()),
             totals: RunSummary::default(),
+            #[cfg(feature = "postgres")]
+            experiment: None,
         })
     }
 }
@@ -383,6 +437,9 @@ pub struct Distributor {
     run: Option<ExperimentHandle>,
     metrics: Arc<Metrics>,
     totals: RunSummary,
+    /// The store's experiment of the latest run.
+    #[cfg(feature = "postgres")]
+    experiment: Option<crate::cluster::ExperimentId>,
 }
 
 impl Distributor {
@@ -443,6 +500,27 @@ impl Distributor {
         if let Some(l) = &cfg.ledger {
             exp = exp.ledger(l.dir.clone(), l.resume);
         }
+        #[cfg(feature = "postgres")]
+        if let Some(sc) = &cfg.store {
+            let joined = sc
+                .store
+                .join(
+                    exp.workload(),
+                    cfg.selection,
+                    crate::cluster::JoinOptions {
+                        id: sc.experiment.clone(),
+                        name: None,
+                        priority: sc.priority,
+                        dialect: cfg.session.dialect.to_string(),
+                        command: cfg.command.clone(),
+                    },
+                )
+                .await?;
+            tracing::info!(experiment = %joined.id(), created = joined.created(), "joined the store's experiment");
+            self.experiment = Some(joined.id().clone());
+            self.run = Some(pool.submit(exp.store(joined))?);
+            return Ok(());
+        }
         self.run = Some(pool.submit_with(exp, fanout.sender())?);
         Ok(())
     }
@@ -477,6 +555,9 @@ impl Distributor {
             recovery_cmd: cfg.recovery_cmd.clone(),
             monitor: cfg.monitor.clone(),
             strategy: cfg.strategy.clone(),
+            #[cfg(feature = "postgres")]
+            target_leases: cfg.store.as_ref().map(|s| s.store.target_leases()),
+            #[cfg(not(feature = "postgres"))]
             target_leases: None,
             health_log: None,
         }
@@ -509,8 +590,9 @@ impl Distributor {
         self.finish(run).await
     }
 
-    async fn finish(&mut self, mut run: ExperimentHandle) -> Result<RunSummary, DistributorError> {
-        let summary = run.wait().await?;
+    async fn finish(&mut self, run: ExperimentHandle) -> Result<RunSummary, DistributorError> {
+        // close: a run with a fan-out of its own (a store's) flushes and joins it.
+        let summary = run.close().await?;
         self.totals.done += summary.done;
         self.totals.bad += summary.bad;
         self.totals.requeued += summary.requeued;
@@ -518,6 +600,13 @@ impl Distributor {
         self.totals.elapsed_s += summary.elapsed_s;
         self.totals.interrupted |= summary.interrupted;
         Ok(summary)
+    }
+
+    /// The id of the store's experiment that the latest [`start`](Self::start) joined (with
+    /// [`DistributorBuilder::store`]).
+    #[cfg(feature = "postgres")]
+    pub fn experiment(&self) -> Option<&crate::cluster::ExperimentId> {
+        self.experiment.as_ref()
     }
 
     /// A token that stops the current run when cancelled (for signal handlers).
