@@ -662,3 +662,79 @@ async fn distributors_given_the_same_targets_never_share_one() {
         .get(0);
     assert_eq!(left, 0, "target leases left behind");
 }
+
+/// The library's face of the store: two `Distributor`s built with
+/// [`DistributorBuilder::store`], each with its own in-process simulated targets, meet in one
+/// experiment and record every variant exactly once; a store does not mix with handlers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_distributors_share_one_experiment() {
+    use taskdist::cluster::PgStore;
+    use taskdist::distributor::ProbeKind;
+    use taskdist::sim::{SimCluster, SimConfig};
+    use taskdist::tasksets::Spec;
+    use taskdist::{Distributor, DistributorError};
+
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("builder").await else {
+        return;
+    };
+    let n = 2_000;
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let sim = SimCluster::start(
+            8,
+            format!("127.78.{i}.2").parse().unwrap(),
+            0,
+            SimConfig::default(),
+        )
+        .await
+        .expect("simulated targets");
+        let store = PgStore::connect(&db.url).await.expect("connect the store");
+        let mut d = Distributor::builder()
+            .hosts(sim.addrs().iter().map(|a| a.to_string()))
+            .unwrap()
+            .probe(ProbeKind::Tcp)
+            .limit(n)
+            .store(store, None)
+            .build()
+            .expect("a distributor with a store");
+        d.start(Spec::load(SPEC).unwrap())
+            .await
+            .expect("join and start");
+        runs.push((sim, d));
+    }
+    let ids: BTreeSet<String> = runs
+        .iter()
+        .map(|(_, d)| d.experiment().expect("joined").to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "both joined one experiment: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    let (a, b) = runs.split_at_mut(1);
+    let (ra, rb) = tokio::join!(a[0].1.wait(), b[0].1.wait());
+    let (ra, rb) = (ra.expect("first run"), rb.expect("second run"));
+    assert_eq!(
+        ra.done + rb.done,
+        n,
+        "outcomes recorded by the two: {ra:?} {rb:?}"
+    );
+    for (_sim, d) in runs {
+        d.close().await.expect("close");
+    }
+    let by = assert_exactly_once(&db, &id, n as i64).await;
+    assert_eq!(by.len(), 2, "both distributors wrote outcomes: {by:?}");
+
+    // A store records the results itself: handlers beside it are refused, by name.
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let refused = Distributor::builder()
+        .hosts(["127.78.9.2"])
+        .unwrap()
+        .store(store, None)
+        .handler(taskdist::handlers::CsvHandler::create(out.path()).unwrap())
+        .build();
+    match refused {
+        Err(DistributorError::Config(msg)) => assert!(msg.contains("handlers"), "{msg}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a store with handlers was accepted"),
+    }
+}
