@@ -738,3 +738,120 @@ async fn builder_distributors_share_one_experiment() {
         Ok(_) => panic!("a store with handlers was accepted"),
     }
 }
+
+/// Writes an experiments file with `urgent` and `background` (1,500 variants each) at the
+/// given priorities.
+fn experiments_file(dir: &Path, file: &str, urgent: i64, background: i64) -> String {
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            "[[experiment]]\nspec = \"{SPEC}\"\nname = \"urgent\"\nlimit = 1500\npriority = {urgent}\n\n\
+             [[experiment]]\nspec = \"{SPEC}\"\nname = \"background\"\nlimit = 1500\npriority = {background}\n"
+        ),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Priorities hold across the cluster: both distributors run every `urgent` variant before
+/// the `background` ones, at the priorities the store recorded, even though the second one
+/// was given the opposite priorities in its own experiments file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stores_priorities_order_every_distributor() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("priorities").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let sims: Vec<Sim> = (0..2)
+        .map(|i| Sim::start(&format!("127.79.{i}.2"), 8))
+        .collect();
+    let start = |file: &str, tag: &str, sim: &Sim| {
+        Command::new(env!("CARGO_BIN_EXE_taskdist"))
+            .args(["run", file, "--store", &db.url, "--probe", "tcp"])
+            .args(&sim.addrs)
+            .stdout(std::fs::File::create(logs.path().join(format!("{tag}.out"))).unwrap())
+            .stderr(std::fs::File::create(logs.path().join(format!("{tag}.err"))).unwrap())
+            .spawn()
+            .expect("start taskdist run --store")
+    };
+    let first = experiments_file(logs.path(), "first.toml", 10, 0);
+    let second = experiments_file(logs.path(), "second.toml", 0, 10);
+    let d0 = start(&first, "d0", &sims[0]);
+    // The first creates both experiments before the second joins them.
+    let end = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(logs.path().join("d0.out"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("experiment "))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < end, "d0 did not create its experiments");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d1 = start(&second, "d1", &sims[1]);
+    wait_ok(d0, logs.path(), "d0", Duration::from_secs(300));
+    wait_ok(d1, logs.path(), "d1", Duration::from_secs(300));
+    let ids = |tag: &str| -> Vec<String> {
+        std::fs::read_to_string(logs.path().join(format!("{tag}.out")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("experiment "))
+            .map(|s| s.trim().to_owned())
+            .collect()
+    };
+    let (ids0, ids1) = (ids("d0"), ids("d1"));
+    assert_eq!(ids0, ids1, "both joined the same two experiments");
+    let (urgent, background) = (&ids0[0], &ids0[1]);
+    assert!(urgent.starts_with("urgent-") && background.starts_with("background-"));
+    let by_u = assert_exactly_once(&db, urgent, 1500).await;
+    let by_b = assert_exactly_once(&db, background, 1500).await;
+    assert_eq!(
+        by_u.len(),
+        2,
+        "both distributors ran urgent variants: {by_u:?}"
+    );
+    assert_eq!(
+        by_b.len(),
+        2,
+        "both distributors ran background variants: {by_b:?}"
+    );
+    let err1 = std::fs::read_to_string(logs.path().join("d1.err")).unwrap();
+    assert!(
+        err1.contains("runs at priority 10 as recorded in the store"),
+        "d1 said that the store's priority rules:\n{err1}"
+    );
+
+    // Per distributor: hardly any background variant started before the urgent ones were
+    // nearly all running (strict priority leaves only the gaps while a chunk is claimed).
+    let c = db.client().await;
+    for who in by_u.keys() {
+        let rows = c
+            .query(
+                "SELECT experiment, started_host_us FROM taskdist.variants \
+                 WHERE distributor = $1 ORDER BY started_host_us",
+                &[who],
+            )
+            .await
+            .unwrap();
+        let urgent_starts: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(0) == urgent.as_str())
+            .map(|r| r.get(1))
+            .collect();
+        let p90 = urgent_starts[urgent_starts.len() * 9 / 10];
+        let early = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(0) == background.as_str() && r.get::<_, i64>(1) < p90)
+            .count();
+        let background_here = by_b.get(who).copied().unwrap_or(0) as usize;
+        assert!(
+            early * 20 <= background_here.max(20),
+            "{who}: {early} of its {background_here} background variants started before 90 % \
+             of its {} urgent ones",
+            urgent_starts.len()
+        );
+    }
+}

@@ -27,56 +27,70 @@ async fn connect(url: &str) -> anyhow::Result<PgStore> {
     }
 }
 
-/// `taskdist run ... --store URL`: join the shared experiment and work on it until every
-/// variant has an outcome (here or elsewhere).
+/// `taskdist run ... --store URL`: join the shared experiment (or every experiment of an
+/// experiments file) and work on it until every variant has an outcome (here or elsewhere).
+/// The store's priorities rule: an experiment runs at the priority recorded by its creator,
+/// so every distributor of the cluster orders the experiments alike.
 pub(super) async fn run(
     args: &RunArgs,
     mut plan: Plan,
     session: SessionConfig,
     url: &str,
 ) -> anyhow::Result<ExitCode> {
-    if plan.batch || plan.experiments.len() != 1 {
-        return Err(usage(
-            "--store runs one spec; an experiments file is not supported with --store",
-        ));
-    }
-    let e = plan.experiments.remove(0);
     let id = args
         .experiment
         .as_deref()
         .map(str::parse::<ExperimentId>)
         .transpose()
         .map_err(|err| usage(format!("--experiment: {err}")))?;
+    if id.is_some() && plan.experiments.len() != 1 {
+        return Err(usage(
+            "--experiment names one experiment; an experiments file's experiments get ids from their specs",
+        ));
+    }
     let store = connect(url).await?.lease(args.lease);
-    let joined = store
-        .join(
-            &e.workload,
-            e.selection,
-            JoinOptions {
-                id,
-                name: Some(e.name.clone()),
-                priority: e.priority,
-                dialect: args.dialect.to_string(),
-                command: std::env::args().collect(),
-            },
-        )
-        .await
-        .map_err(|err| match err {
-            StoreError::Mismatch { .. } | StoreError::Invalid(_) => usage(err.to_string()),
-            other => anyhow::Error::new(other),
-        })?;
-    let exp_id = joined.id().clone();
-    println!("experiment {exp_id}");
-    tracing::info!(
-        "{} experiment {exp_id} in {url_shown} as {}",
-        if joined.created() {
-            "created"
-        } else {
-            "joined"
-        },
-        store.owner(),
-        url_shown = redact(url)
-    );
+    let mut joined = Vec::new();
+    for e in &plan.experiments {
+        let j = store
+            .join(
+                &e.workload,
+                e.selection,
+                JoinOptions {
+                    id: id.clone(),
+                    name: Some(e.name.clone()),
+                    priority: e.priority,
+                    dialect: args.dialect.to_string(),
+                    command: std::env::args().collect(),
+                },
+            )
+            .await
+            .map_err(|err| match err {
+                StoreError::Mismatch { .. } | StoreError::Invalid(_) => {
+                    usage(format!("experiment {}: {err}", e.name))
+                }
+                other => anyhow::Error::new(other),
+            })?;
+        println!("experiment {}", j.id());
+        tracing::info!(
+            "{} experiment {} ({}) in {url_shown} as {}, priority {}",
+            if j.created() { "created" } else { "joined" },
+            j.id(),
+            e.name,
+            store.owner(),
+            j.priority(),
+            url_shown = redact(url)
+        );
+        if j.priority() != e.priority {
+            tracing::warn!(
+                "experiment {} ({}): runs at priority {} as recorded in the store by its creator, not {}",
+                j.id(),
+                e.name,
+                j.priority(),
+                e.priority
+            );
+        }
+        joined.push(j);
+    }
 
     let clusters;
     let mut groups: Vec<TargetGroup> = plan.pool_file.take().map(|f| f.groups).unwrap_or_default();
@@ -104,20 +118,23 @@ pub(super) async fn run(
         None => ProbeKind::default(),
     };
     let pool = Pool::start(pool_cfg)?;
-    let exp = Experiment::new(e.workload.clone())
-        .name(e.name.clone())
-        .priority(e.priority)
-        .weight(e.weight)
-        .requires(e.requires.clone())
-        .selection(e.selection)
-        .attempts(args.attempts)
-        .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
-        .binaries(plan.binaries.clone())
-        .command(std::env::args().collect())
-        .store(joined.clone());
-    let handle = pool.submit(exp)?;
+    let mut handles = Vec::new();
+    for (e, j) in plan.experiments.iter().zip(&joined) {
+        let exp = Experiment::new(e.workload.clone())
+            .name(e.name.clone())
+            .priority(j.priority())
+            .weight(e.weight)
+            .requires(e.requires.clone())
+            .selection(e.selection)
+            .attempts(args.attempts)
+            .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
+            .binaries(plan.binaries.clone())
+            .command(std::env::args().collect())
+            .store(j.clone());
+        handles.push(pool.submit(exp)?);
+    }
 
-    let metrics: Vec<Arc<Metrics>> = vec![handle.metrics_handle()];
+    let metrics: Vec<Arc<Metrics>> = handles.iter().map(|h| h.metrics_handle()).collect();
     let verbose = tracing::enabled!(tracing::Level::INFO);
     let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
     let progress_stop = CancellationToken::new();
@@ -127,8 +144,11 @@ pub(super) async fn run(
         verbose,
         progress_stop.clone(),
     ));
-    let signals = tokio::spawn(stop_on_signals(vec![handle.stop_token()], bar.clone()));
-    let result = handle.close().await;
+    let signals = tokio::spawn(stop_on_signals(
+        handles.iter().map(|h| h.stop_token()).collect(),
+        bar.clone(),
+    ));
+    let results = futures::future::join_all(handles.into_iter().map(|h| h.close())).await;
     progress_stop.cancel();
     let _ = progress.await;
     signals.abort();
@@ -136,48 +156,80 @@ pub(super) async fn run(
     for c in clusters {
         c.shutdown().await;
     }
-    let here = metrics[0].snapshot();
-    let status = store.status(&exp_id).await;
-    if verbose {
-        eprintln!(
-            "this process: {} done, {} bad, {} results dropped (their chunks were taken over); {} database round trips",
-            here.done,
-            here.bad,
-            joined.rejected(),
-            store.round_trips()
-        );
-        match &status {
-            Ok(s) => eprintln!(
-                "experiment {exp_id}: {} done, {} bad of {}{}, by {} distributor(s)",
-                s.done,
-                s.bad,
-                s.planned
-                    .map_or("an endless space".to_owned(), |p| p.to_string()),
-                if s.complete { ", complete" } else { "" },
-                s.distributors
-            ),
-            Err(err) => eprintln!("experiment {exp_id}: status unavailable: {err}"),
+    let mut code = EXIT_OK;
+    for (((result, j), m), e) in results
+        .into_iter()
+        .zip(&joined)
+        .zip(&metrics)
+        .zip(&plan.experiments)
+    {
+        let exp_id = j.id();
+        let here = m.snapshot();
+        let status = store.status(exp_id).await;
+        if verbose {
+            eprintln!(
+                "this process, experiment {exp_id}: {} done, {} bad, {} results dropped (their chunks were taken over)",
+                here.done,
+                here.bad,
+                j.rejected(),
+            );
+            match &status {
+                Ok(s) => eprintln!(
+                    "experiment {exp_id} ({}): {} done, {} bad of {}{}, by {} distributor(s)",
+                    e.name,
+                    s.done,
+                    s.bad,
+                    s.planned
+                        .map_or("an endless space".to_owned(), |p| p.to_string()),
+                    if s.complete { ", complete" } else { "" },
+                    s.distributors
+                ),
+                Err(err) => eprintln!("experiment {exp_id}: status unavailable: {err}"),
+            }
         }
+        let this = match result {
+            Ok(t) if t.interrupted => {
+                eprintln!(
+                    "interrupted: this process left experiment {exp_id}; run the same command again to rejoin it"
+                );
+                EXIT_INTERRUPTED
+            }
+            Ok(_) => {
+                if status.map(|s| s.bad > 0).unwrap_or(false) {
+                    EXIT_BAD
+                } else {
+                    EXIT_OK
+                }
+            }
+            Err(DistributorError::GaveUp { waited }) => {
+                eprintln!(
+                    "gave up: no usable target for {} s (--give-up-after); run the same command again to rejoin {exp_id}",
+                    waited.as_secs()
+                );
+                EXIT_GAVE_UP
+            }
+            Err(err) => return Err(err.into()),
+        };
+        code = worse(code, this);
     }
-    match result {
-        Ok(t) if t.interrupted => {
-            eprintln!(
-                "interrupted: this process left the experiment; run the same command again to rejoin {exp_id}"
-            );
-            Ok(ExitCode::from(EXIT_INTERRUPTED))
-        }
-        Ok(_) => {
-            let bad = status.map(|s| s.bad > 0).unwrap_or(false);
-            Ok(ExitCode::from(if bad { EXIT_BAD } else { EXIT_OK }))
-        }
-        Err(DistributorError::GaveUp { waited }) => {
-            eprintln!(
-                "gave up: no usable target for {} s (--give-up-after); run the same command again to rejoin {exp_id}",
-                waited.as_secs()
-            );
-            Ok(ExitCode::from(EXIT_GAVE_UP))
-        }
-        Err(err) => Err(err.into()),
+    if verbose {
+        eprintln!("{} database round trips", store.round_trips());
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The exit code that says more: interrupted, then gave up, then bad, then ok.
+fn worse(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        EXIT_INTERRUPTED => 3,
+        EXIT_GAVE_UP => 2,
+        EXIT_BAD => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
     }
 }
 

@@ -80,6 +80,12 @@ const CHUNK_SECONDS: f64 = 20.0;
 /// Chunk sizes stay between these.
 const MIN_CHUNK: i64 = 16;
 const MAX_CHUNK: i64 = 1_000_000;
+/// Claim more once fewer variants than this many seconds' worth wait undispatched, so the
+/// queue does not run dry while a claim or a batch of writes is under way (a dry queue
+/// would let a lower-priority experiment take the targets).
+const PREFETCH_SECONDS: f64 = 2.0;
+/// At most this many chunks held at once (their results may still be waiting to be written).
+const MAX_HELD: usize = 16;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -390,11 +396,12 @@ impl PgStore {
             .await?;
         let row = client
             .query_one(
-                "SELECT fingerprint FROM taskdist.experiments WHERE id = $1",
+                "SELECT fingerprint, priority FROM taskdist.experiments WHERE id = $1",
                 &[&id.0],
             )
             .await?;
         let found: String = row.get(0);
+        let priority: i64 = row.get(1);
         if found != fp {
             return Err(StoreError::Mismatch {
                 id: id.0,
@@ -406,6 +413,7 @@ impl PgStore {
         Ok(Joined {
             id: id.clone(),
             created: inserted == 1,
+            priority,
             state: Arc::new(ExpState {
                 id: id.0.clone(),
                 store: self.inner.clone(),
@@ -475,7 +483,8 @@ pub struct JoinOptions {
     pub id: Option<ExperimentId>,
     /// Its name (default: the spec's name).
     pub name: Option<String>,
-    /// Its priority among the store's experiments (used when it is created).
+    /// Its priority among the store's experiments, recorded when it is created; a joiner
+    /// gets the recorded one ([`Joined::priority`]).
     pub priority: i64,
     /// Protocol dialects of the creator's targets, for `run.json`.
     pub dialect: String,
@@ -504,6 +513,7 @@ pub struct ClusterStatus {
 pub struct Joined {
     id: ExperimentId,
     created: bool,
+    priority: i64,
     state: Arc<ExpState>,
 }
 
@@ -512,6 +522,7 @@ impl std::fmt::Debug for Joined {
         f.debug_struct("Joined")
             .field("id", &self.id)
             .field("created", &self.created)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }
@@ -524,6 +535,11 @@ impl Joined {
     /// Whether this process created the experiment (rather than attaching to it).
     pub fn created(&self) -> bool {
         self.created
+    }
+    /// The experiment's priority as the store records it (its creator's): the priority to
+    /// run it at, so that every distributor of the cluster orders its experiments alike.
+    pub fn priority(&self) -> i64 {
+        self.priority
     }
     /// Results this process wrote whose chunk had been taken over meanwhile (dropped).
     pub fn rejected(&self) -> u64 {
@@ -837,12 +853,17 @@ async fn feed(
     let mut finished = false;
     let started = Instant::now();
     let mut size = FIRST_CHUNK;
+    // After a successful claim the next step follows at once (the queue may want more).
+    let mut claimed = false;
     loop {
         let tick = if down_since.is_some() {
             backoff
+        } else if claimed {
+            Duration::ZERO
         } else {
             Duration::from_millis(20)
         };
+        claimed = false;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(tick) => {}
@@ -896,12 +917,15 @@ async fn feed(
             // Chunk size from this process's rate: a chunk should last CHUNK_SECONDS.
             let recorded = state.recorded.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64();
+            let mut low = (size as u64 / 2).max(1);
             if recorded >= 32 && secs > 0.5 {
-                size = ((recorded as f64 / secs) * CHUNK_SECONDS) as i64;
-                size = size.clamp(MIN_CHUNK, MAX_CHUNK);
+                let rate = recorded as f64 / secs;
+                size = ((rate * CHUNK_SECONDS) as i64).clamp(MIN_CHUNK, MAX_CHUNK);
+                low = ((rate * PREFETCH_SECONDS) as u64).clamp(1, size as u64 / 2);
             }
-            let low = (size as u64 / 2).max(1);
-            if queue.fresh_granted() >= low || state.held().len() >= 4 {
+            // Whether written yet or not, a chunk whose variants are all handed out does
+            // not hold the next claim back (up to MAX_HELD chunks).
+            if queue.fresh_granted() >= low || state.held().len() >= MAX_HELD {
                 return Ok(());
             }
             let sent = Instant::now();
@@ -916,9 +940,14 @@ async fn feed(
                         },
                     );
                     queue.grant(first, end, &done);
+                    queue.set_awaiting(true);
+                    claimed = true;
                     tracing::debug!(experiment = %state.id, first, end, "chunk claimed");
                 }
                 None => {
+                    // Nothing to claim now: the others hold the rest. Lower priorities may
+                    // have this process's targets until a chunk expires.
+                    queue.set_awaiting(false);
                     if complete(client, &state).await? {
                         finished = true;
                         queue.finish();
@@ -939,6 +968,7 @@ async fn feed(
             }
             Err(e) if transient(&e) => {
                 conn.reset();
+                queue.set_awaiting(false);
                 let since = *down_since.get_or_insert_with(|| {
                     tracing::warn!(experiment = %state.id, error = %e, "database unreachable: no new work until it is back");
                     Instant::now()

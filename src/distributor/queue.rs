@@ -76,6 +76,9 @@ struct Gate {
     revoked: RangeSet,
     /// No grant will come any more: the queue ends when the granted work is done.
     finished: bool,
+    /// The store may grant more soon (the latest claim found work): a scheduler holds a
+    /// target for this queue rather than give it to a lower priority meanwhile.
+    awaiting: bool,
 }
 
 /// The queue shared by all workers of a run.
@@ -129,8 +132,35 @@ impl WorkQueue {
     /// ends only after [`WorkQueue::finish`].
     pub fn gated(changed: Arc<Notify>) -> Self {
         let q = Self::with_notify(None, Selection::default(), RangeSet::default(), changed);
-        q.lock().gate = Some(Gate::default());
+        q.lock().gate = Some(Gate {
+            awaiting: true,
+            ..Gate::default()
+        });
         q
+    }
+
+    /// Whether a grant is expected soon (see [`WorkQueue::gated`]): set by the feeder when
+    /// a claim found work, cleared when the store had none to claim (the others hold it) or
+    /// is unreachable. Wakes the waiting workers when cleared.
+    pub fn set_awaiting(&self, awaiting: bool) {
+        let mut s = self.lock();
+        let Some(g) = s.gate.as_mut() else { return };
+        let cleared = g.awaiting && !awaiting;
+        g.awaiting = awaiting;
+        drop(s);
+        if cleared {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A gated queue, open and unfinished, with nothing queued but a grant expected soon.
+    pub fn awaiting_grant(&self) -> bool {
+        let s = self.lock();
+        !s.closed
+            && s.retry.is_empty()
+            && s.gate
+                .as_ref()
+                .is_some_and(|g| g.awaiting && !g.finished && g.grants.is_empty())
     }
 
     /// Grant the indices `first..end` of a gated queue; those in `done` already have an

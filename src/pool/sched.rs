@@ -426,7 +426,15 @@ impl Scheduler {
             let mut candidates: Vec<(usize, f64)> = Vec::new();
             let mut wait = false;
             for (j, e) in self.exps[i..end].iter().enumerate() {
-                if e.closed || e.paused || e.spec.queue.queued() == 0 {
+                if e.closed || e.paused {
+                    continue;
+                }
+                if e.spec.queue.queued() == 0 {
+                    // A shared store's experiment between two chunks keeps its level: the
+                    // target waits for the grant instead of going to a lower priority.
+                    if e.pairs.contains_key(&target) && e.spec.queue.awaiting_grant() {
+                        wait = true;
+                    }
                     continue;
                 }
                 let Some(pair) = e.pairs.get(&target) else {
