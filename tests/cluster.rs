@@ -567,6 +567,25 @@ async fn export_equals_a_local_run() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("experiment nope not found"));
+
+    // The README's queries run on the result tables and find this experiment's rows.
+    let readme = include_str!("../README.md");
+    let sql = readme
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the README's SQL block");
+    let c = db.client().await;
+    let queries: Vec<&str> = sql.split(';').filter(|q| q.contains("SELECT")).collect();
+    assert_eq!(queries.len(), 3, "three queries in the README");
+    for q in queries {
+        let q = q.replace("huge-30b7c7230780c878", &id);
+        let rows = c
+            .query(q.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("README query failed: {e}\n{q}"));
+        assert!(!rows.is_empty(), "README query found no rows:\n{q}");
+    }
 }
 
 /// The database itself refuses a write fenced by a stale token: the test takes a chunk away
