@@ -874,3 +874,224 @@ async fn the_stores_priorities_order_every_distributor() {
         );
     }
 }
+
+/// A `taskdist serve --store` process (killed on drop), its URL and its log lines.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn start_service(db: &TestDb, data: &Path) -> (Service, String, Lines) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args(["serve", "--simulate", "8", "--listen", "127.0.0.1:0"])
+        .args(["--lease", "3s", "--store"])
+        .arg(&db.url)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taskdist serve --store starts");
+    let stderr = serve.stderr.take().unwrap();
+    let serve = Service(serve);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the service prints its address");
+        if let Some(u) = l.strip_prefix("taskdist service on ") {
+            break u.to_owned();
+        }
+    };
+    let log: Lines = Default::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        while let Ok(l) = rx.recv() {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    (serve, url, log)
+}
+
+/// Polls the service's experiment `sid` until it is done.
+async fn service_done(url: &str, auth: &str, sid: u64, log: &Lines) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let end = Instant::now() + Duration::from_secs(180);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{url}/api/v1/experiments/{sid}"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "done" {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "the service's experiment did not end: {v}\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `taskdist serve --store`: an experiment submitted to the service is shared with a
+/// `taskdist run --store` on other targets; each variant has one outcome in the store, the
+/// service shows the store's id, and once complete its result downloads hold every variant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_shares_its_experiments_through_the_store() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("serve").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let data = logs.path().join("lab");
+    let (serve, url, service_log) = start_service(&db, &data);
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {}", token.trim());
+    let n = 3_000u64;
+    let submitted: serde_json::Value = http
+        .post(format!("{url}/api/v1/experiments"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"catalog": SPEC, "limit": n}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("submitted")
+        .json()
+        .await
+        .unwrap();
+    let sid = submitted["id"].as_u64().unwrap();
+    // A distributor with targets of its own joins the same experiment.
+    let sim = Sim::start("127.76.0.2", 8);
+    let d = distributor(&db, &sim, n, "30s", logs.path(), "d");
+    wait_ok(d, logs.path(), "d", Duration::from_secs(300));
+    let id = experiment_id(logs.path(), "d");
+    let view = service_done(&url, &auth, sid, &service_log).await;
+    assert_eq!(view["store_experiment"], id.as_str(), "{view}");
+    let by = assert_exactly_once(&db, &id, n as i64).await;
+    assert_eq!(
+        by.len(),
+        2,
+        "the service and the distributor both ran variants: {by:?}"
+    );
+    let service_done = view["done"].as_u64().unwrap();
+    let mine = by.values().copied().collect::<Vec<i64>>();
+    assert!(
+        mine.contains(&(service_done as i64)),
+        "the service counts its own outcomes: {service_done} vs {by:?}"
+    );
+    // The complete experiment was exported into the service's result directory.
+    let csv = http
+        .get(format!(
+            "{url}/api/v1/experiments/{sid}/results/variants.csv"
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("variants.csv downloads")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().count() as u64,
+        n + 1,
+        "a header and every variant"
+    );
+    // Bad variants cannot be run again on a shared experiment: a clear conflict.
+    let retry = http
+        .post(format!("{url}/api/v1/experiments/{sid}/retry-bad"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status().as_u16(), 409);
+    let body = retry.text().await.unwrap();
+    assert!(body.contains("shared through the store"), "{body}");
+    drop(serve);
+}
+
+/// `kill -9` of a `serve --store` mid-run, then a restart on the same data directory: it
+/// joins the store's experiment again, takes its chunks back once their leases expire, and
+/// every variant has one outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_rejoins_its_store_experiment() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("serve_kill").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let data = logs.path().join("lab");
+    let (serve, url, _log) = start_service(&db, &data);
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let n = 20_000u64;
+    let http = reqwest::Client::new();
+    let submitted: serde_json::Value = http
+        .post(format!("{url}/api/v1/experiments"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"catalog": SPEC, "limit": n}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("submitted")
+        .json()
+        .await
+        .unwrap();
+    let sid = submitted["id"].as_u64().unwrap();
+    let c = db.client().await;
+    let end = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let row = c
+            .query_opt("SELECT id FROM taskdist.experiments", &[])
+            .await
+            .unwrap();
+        if let Some(r) = row {
+            let id: String = r.get(0);
+            if count(&db, &id).await >= 500 {
+                break id;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no progress of the service in the store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(serve); // SIGKILL
+    let before = count(&db, &id).await;
+    assert!(before < n as i64, "the run ended before the kill");
+    let (_serve, url, log) = start_service(&db, &data);
+    let view = service_done(&url, &auth, sid, &log).await;
+    assert_eq!(view["store_experiment"], id.as_str(), "{view}");
+    assert_exactly_once(&db, &id, n as i64).await;
+    let took_over = log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("took over an expired chunk"));
+    assert!(
+        took_over,
+        "the restarted service took the killed one's chunks back"
+    );
+}

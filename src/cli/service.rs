@@ -67,6 +67,19 @@ pub struct ServeArgs {
     /// Launched targets and health checks.
     #[command(flatten)]
     pub lifecycle: LifecycleArgs,
+    /// Share every experiment with other taskdist processes through PostgreSQL
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`), as `taskdist run --store` does:
+    /// results go to the database, and into DATA/experiments/ID when complete
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TASKDIST_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+    /// With --store: how long a claimed chunk of work stays leased without renewal
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::run::parse_duration, requires = "store")]
+    pub lease: std::time::Duration,
 }
 
 /// Where the service is and how to authenticate.
@@ -240,6 +253,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut cfg = ServiceConfig::new(&args.data, pool);
     cfg.listen = args.listen;
+    if let Some(url) = &args.store {
+        cfg.store = Some(super::store::connect(url).await?.lease(args.lease));
+    }
     let service = Service::start(cfg).await.with_context(|| {
         format!(
             "cannot start the service with data in {}",

@@ -19,7 +19,7 @@ use super::run::{
 use super::{EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
 
 /// Connect, with the URL's problems reported as usage errors.
-async fn connect(url: &str) -> anyhow::Result<PgStore> {
+pub(super) async fn connect(url: &str) -> anyhow::Result<PgStore> {
     match PgStore::connect(url).await {
         Ok(s) => Ok(s),
         Err(e @ StoreError::Url { .. }) => Err(usage(e.to_string())),

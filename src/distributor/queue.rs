@@ -128,6 +128,7 @@ impl WorkQueue {
         }
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// A queue whose fresh work is granted chunk by chunk ([`WorkQueue::grant`]) and that
     /// ends only after [`WorkQueue::finish`].
     pub fn gated(changed: Arc<Notify>) -> Self {
@@ -139,6 +140,7 @@ impl WorkQueue {
         q
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// Whether a grant is expected soon (see [`WorkQueue::gated`]): set by the feeder when
     /// a claim found work, cleared when the store had none to claim (the others hold it) or
     /// is unreachable. Wakes the waiting workers when cleared.
@@ -163,6 +165,7 @@ impl WorkQueue {
                 .is_some_and(|g| g.awaiting && !g.finished && g.grants.is_empty())
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// Grant the indices `first..end` of a gated queue; those in `done` already have an
     /// outcome and are skipped.
     pub fn grant(&self, first: u64, end: u64, done: &RangeSet) {
@@ -186,6 +189,7 @@ impl WorkQueue {
         self.changed.notify_waiters();
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// Revoke the chunk `first..end` of a gated queue: its queued jobs are dropped, and so
     /// are its running ones when they come back for a retry.
     pub fn revoke(&self, first: u64, end: u64) {
@@ -208,6 +212,7 @@ impl WorkQueue {
         self.changed.notify_waiters();
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// No more grants: a gated queue ends once its granted work is done.
     pub fn finish(&self) {
         let mut s = self.lock();
@@ -218,6 +223,7 @@ impl WorkQueue {
         self.changed.notify_waiters();
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// Granted indices not yet handed out (0 for an ungated queue).
     pub fn fresh_granted(&self) -> u64 {
         let s = self.lock();

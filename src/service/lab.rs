@@ -89,6 +89,17 @@ struct Entry {
     /// Outcomes in its ledger when the current run started (done, bad).
     base: (u64, u64),
     cancel_requested: bool,
+    /// The shared store's experiment id (`serve --store`).
+    store_id: Option<String>,
+}
+
+/// Where an experiment's results go.
+enum Results {
+    /// Its result directory, with handlers and the ledger.
+    Dir(ResultDir),
+    /// A shared store's experiment; exported into the result directory when complete.
+    #[cfg(feature = "postgres")]
+    Store(crate::cluster::Joined),
 }
 
 pub(crate) struct Lab {
@@ -96,6 +107,8 @@ pub(crate) struct Lab {
     store: Arc<Store>,
     pool: Mutex<Option<Pool>>,
     kinds: Vec<HandlerKind>,
+    #[cfg(feature = "postgres")]
+    cluster: Option<crate::cluster::PgStore>,
     token: String,
     enroll: String,
     first_start: bool,
@@ -181,13 +194,21 @@ impl Lab {
             write_private(&data.join(file), t)
                 .map_err(|e| data_err(format!("cannot write {file}: {e}")))?;
         }
-        let pool = Pool::start(cfg.pool.clone())?;
+        #[allow(unused_mut)]
+        let mut pool_cfg = cfg.pool.clone();
+        #[cfg(feature = "postgres")]
+        if let Some(c) = &cfg.store {
+            pool_cfg.target_leases = Some(c.target_leases());
+        }
+        let pool = Pool::start(pool_cfg)?;
         let (events, _) = broadcast::channel(1024);
         let lab = Arc::new(Lab {
             data,
             store: store.clone(),
             pool: Mutex::new(Some(pool)),
             kinds: cfg.handlers.clone(),
+            #[cfg(feature = "postgres")]
+            cluster: cfg.store.clone(),
             token,
             enroll,
             first_start: created,
@@ -347,19 +368,10 @@ impl Lab {
             done: 0,
             bad: 0,
         };
-        let path = self.dir_of(id);
-        let (workload, selection) = (b.workload.clone(), b.selection);
-        let dir = blocking(move || {
-            ResultDir::create(&path, &workload, selection).map_err(|e| {
-                ApiError::Internal(format!(
-                    "cannot create the experiment's result directory {}: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .await;
-        let started = match dir {
-            Ok(dir) => self.launch(row.clone(), b, dir, false),
+        let results = self.results_for(id, &b, false).await;
+        let started = match results {
+            Ok(Some(results)) => self.launch(row.clone(), b, results, false),
+            Ok(None) => Err(ApiError::Internal("no results to write to".into())),
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -402,6 +414,20 @@ impl Lab {
             self.insert_entry(row, Some(&b), planned, None);
             return;
         }
+        let paused = row.state == ExperimentState::Paused;
+        #[cfg(feature = "postgres")]
+        if self.cluster.is_some() {
+            // The store knows what is done: join its experiment again.
+            let result = match self.results_for(id, &b, true).await {
+                Ok(Some(results)) => self.launch(row.clone(), b, results, paused),
+                Ok(None) => Err(ApiError::Internal("no results to write to".into())),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.restore_failed(row, e).await;
+            }
+            return;
+        }
         let path = self.dir_of(id);
         let (workload, selection) = (b.workload.clone(), b.selection);
         let p = path.clone();
@@ -416,7 +442,6 @@ impl Lab {
             dir.map_err(|e| ApiError::Internal(e.to_string()))
         })
         .await;
-        let paused = row.state == ExperimentState::Paused;
         let result = match dir {
             Ok(dir) if dir.is_resumed() && dir.first_missing().is_none() => {
                 // Every variant had its outcome when the service stopped: the ledger has the
@@ -440,23 +465,77 @@ impl Lab {
             }
             Ok(dir) => {
                 tracing::info!(id, done = dir.outcomes().count(), "experiment continues");
-                self.launch(row.clone(), b, dir, paused)
+                self.launch(row.clone(), b, Results::Dir(dir), paused)
             }
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            tracing::error!(id, error = ?e, "a stored experiment cannot continue");
-            let mut row = row;
-            row.state = ExperimentState::Failed;
-            row.error = Some(format!("{e:?}"));
-            let store = self.store.clone();
-            let err = row.error.clone();
-            let _ = blocking(move || {
-                Ok(store.set_state(id, ExperimentState::Failed, err.as_deref(), now_s())?)
-            })
-            .await;
-            self.insert_entry(row, None, None, None);
+            self.restore_failed(row, e).await;
         }
+    }
+
+    /// Where the results of experiment `id` go: a new result directory, or with a store
+    /// the store's experiment (joined again on `restore`).
+    async fn results_for(
+        &self,
+        id: u64,
+        b: &Built,
+        restore: bool,
+    ) -> Result<Option<Results>, ApiError> {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.cluster {
+            use crate::cluster::{JoinOptions, StoreError};
+            let joined = cluster
+                .join(
+                    &b.workload,
+                    b.selection,
+                    JoinOptions {
+                        id: None,
+                        name: Some(b.name.clone()),
+                        priority: b.priority,
+                        dialect: "service".into(),
+                        command: vec![format!("taskdist serve: experiment {id}")],
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::Mismatch { .. } | StoreError::Invalid(_) => {
+                        ApiError::bad(e.to_string())
+                    }
+                    e => ApiError::Internal(format!("the store: {e}")),
+                })?;
+            tracing::info!(id, experiment = %joined.id(), created = joined.created(), restore, "joined the store's experiment");
+            return Ok(Some(Results::Store(joined)));
+        }
+        let _ = restore;
+        let path = self.dir_of(id);
+        let (workload, selection) = (b.workload.clone(), b.selection);
+        blocking(move || {
+            ResultDir::create(&path, &workload, selection).map_err(|e| {
+                ApiError::Internal(format!(
+                    "cannot create the experiment's result directory {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .await
+        .map(|d| Some(Results::Dir(d)))
+    }
+
+    /// A stored experiment could not continue: listed as failed, with the reason.
+    async fn restore_failed(&self, row: ExperimentRow, e: ApiError) {
+        let id = row.id;
+        tracing::error!(id, error = ?e, "a stored experiment cannot continue");
+        let mut row = row;
+        row.state = ExperimentState::Failed;
+        row.error = Some(format!("{e:?}"));
+        let store = self.store.clone();
+        let err = row.error.clone();
+        let _ = blocking(move || {
+            Ok(store.set_state(id, ExperimentState::Failed, err.as_deref(), now_s())?)
+        })
+        .await;
+        self.insert_entry(row, None, None, None);
     }
 
     fn insert_entry(
@@ -476,6 +555,7 @@ impl Lab {
             metrics,
             base: (0, 0),
             cancel_requested: false,
+            store_id: None,
             row,
         };
         self.exps().insert(e.row.id, e);
@@ -486,7 +566,7 @@ impl Lab {
         self: &Arc<Self>,
         row: ExperimentRow,
         b: Built,
-        mut dir: ResultDir,
+        results: Results,
         paused: bool,
     ) -> Result<(), ApiError> {
         let id = row.id;
@@ -501,17 +581,37 @@ impl Lab {
             // A service waits for targets however long they are away.
             .give_up_after(None)
             .paused(paused)
-            .command(vec![format!("taskdist serve: experiment {id}")])
-            .result_dir(&mut dir, &self.kinds)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .command(vec![format!("taskdist serve: experiment {id}")]);
+        let (exp, mut dir, store_id) = match results {
+            Results::Dir(mut dir) => {
+                let exp = exp
+                    .result_dir(&mut dir, &self.kinds)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                (exp, Some(dir), None)
+            }
+            #[cfg(feature = "postgres")]
+            Results::Store(joined) => {
+                let sid = joined.id().to_string();
+                // The store's priority (its creator's) rules across the cluster.
+                (
+                    exp.priority(joined.priority()).store(joined),
+                    None,
+                    Some(sid),
+                )
+            }
+        };
         let handle = self
             .with_pool(|p| p.submit(exp))
             .ok_or_else(|| ApiError::Conflict("the service is stopping".into()))?
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        dir.keep();
+        if let Some(d) = dir.as_mut() {
+            d.keep();
+        }
         let control = handle.control();
         let metrics = handle.metrics_handle();
-        let base = (dir.outcomes().done.count(), dir.outcomes().bad.count());
+        let base = dir.as_ref().map_or((0, 0), |d| {
+            (d.outcomes().done.count(), d.outcomes().bad.count())
+        });
         {
             let mut exps = self.exps();
             let mut row = row;
@@ -534,6 +634,7 @@ impl Lab {
                     metrics: Some(metrics.clone()),
                     base,
                     cancel_requested: false,
+                    store_id: store_id.clone(),
                     row,
                 },
             );
@@ -542,12 +643,20 @@ impl Lab {
         let waiter = tokio::spawn(async move {
             let result = handle.close().await;
             let snap = metrics.snapshot();
-            let write = {
-                let snap = snap.clone();
-                tokio::task::spawn_blocking(move || dir.write_metrics(&snap)).await
-            };
-            if let Ok(Err(e)) = write {
-                tracing::warn!(id, error = %e, "cannot write metrics.json");
+            if let Some(dir) = dir {
+                let write = {
+                    let snap = snap.clone();
+                    tokio::task::spawn_blocking(move || dir.write_metrics(&snap)).await
+                };
+                if let Ok(Err(e)) = write {
+                    tracing::warn!(id, error = %e, "cannot write metrics.json");
+                }
+            }
+            #[cfg(feature = "postgres")]
+            if let (Some(sid), Ok(s)) = (&store_id, &result) {
+                if !s.interrupted {
+                    lab.export_from_store(id, sid).await;
+                }
             }
             lab.finished(id, result).await;
         });
@@ -555,6 +664,33 @@ impl Lab {
         waiters.retain(|w| !w.is_finished());
         waiters.push(waiter);
         Ok(())
+    }
+
+    /// A store's experiment is complete: write its results into the experiment's result
+    /// directory, as a local run would have (the downloads serve them).
+    #[cfg(feature = "postgres")]
+    async fn export_from_store(&self, id: u64, store_id: &str) {
+        let Some(cluster) = &self.cluster else { return };
+        let dir = self.dir_of(id);
+        if dir.join(crate::distributor::LEDGER_FILE).exists() {
+            return; // exported before a restart
+        }
+        let exported = match store_id.parse() {
+            Ok(sid) => cluster.export(&sid, &dir, &self.kinds).await,
+            Err(e) => Err(e),
+        };
+        match exported {
+            Ok(s) => tracing::info!(
+                id,
+                experiment = store_id,
+                done = s.done,
+                bad = s.bad,
+                "results exported from the store"
+            ),
+            Err(e) => {
+                tracing::warn!(id, experiment = store_id, error = %e, "results not exported from the store; `taskdist export` writes them")
+            }
+        }
     }
 
     /// An experiment's run ended: record its state.
@@ -664,6 +800,13 @@ impl Lab {
 
     /// Run the bad variants of an ended experiment again.
     pub async fn retry_bad(self: &Arc<Self>, id: u64) -> Result<ExperimentView, ApiError> {
+        #[cfg(feature = "postgres")]
+        if self.cluster.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "experiment {id} is shared through the store, which keeps each variant's one \
+                 outcome; its bad variants cannot run again here"
+            )));
+        }
         let _order = self.transitions.lock().await;
         let row = {
             let exps = self.exps();
@@ -699,7 +842,7 @@ impl Lab {
         .await?;
         let store = self.store.clone();
         blocking(move || Ok(store.set_state(id, ExperimentState::Running, None, now_s())?)).await?;
-        self.launch(row, b, dir, false)?;
+        self.launch(row, b, Results::Dir(dir), false)?;
         self.experiment(id)
     }
 
@@ -708,6 +851,10 @@ impl Lab {
         self.experiment(id)?;
         let dir = self.dir_of(id);
         let mut out = Vec::new();
+        if !dir.exists() {
+            // A store's experiment before its export.
+            return Ok(out);
+        }
         let rd = std::fs::read_dir(&dir)
             .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
         for entry in rd.flatten() {
@@ -1116,6 +1263,7 @@ fn view(e: &Entry) -> ExperimentView {
         created_at: e.row.created_at,
         finished_at: e.row.finished_at,
         targets,
+        store_experiment: e.store_id.clone(),
     }
 }
 

@@ -107,6 +107,12 @@ pub struct ServiceConfig {
     pub handlers: Vec<HandlerKind>,
     /// Largest request body, in bytes (default 1 MiB).
     pub body_limit: usize,
+    /// A shared PostgreSQL store (feature `postgres`): every experiment joins the store's
+    /// experiment of its spec, seed and limit, shares it with the other distributors that
+    /// join it, and writes its results there; when it is complete the service exports them
+    /// into its result directory. Targets are leased in the store.
+    #[cfg(feature = "postgres")]
+    pub store: Option<crate::cluster::PgStore>,
 }
 
 impl ServiceConfig {
@@ -118,6 +124,8 @@ impl ServiceConfig {
             pool,
             handlers: vec![HandlerKind::Csv],
             body_limit: 1 << 20,
+            #[cfg(feature = "postgres")]
+            store: None,
         }
     }
 }
@@ -317,6 +325,11 @@ pub struct ExperimentView {
     pub finished_at: Option<f64>,
     /// Per-target figures of the current run.
     pub targets: Vec<ExperimentTarget>,
+    /// With a shared store (`taskdist serve --store`): the store's experiment id, which
+    /// other distributors join and `taskdist export` reads. `done` and `bad` then count
+    /// this service's outcomes; the store has the whole experiment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_experiment: Option<String>,
 }
 
 /// A pool target as the API shows it.
