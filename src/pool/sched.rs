@@ -718,6 +718,28 @@ mod tests {
     }
 
     #[test]
+    fn a_store_experiment_between_chunks_keeps_its_level() {
+        let mut s = Scheduler::new(Arc::new(Greedy));
+        let low = s.add_experiment(spec("low", 1, 1.0, &[], 5));
+        let gated = Arc::new(WorkQueue::gated(Arc::new(tokio::sync::Notify::new())));
+        let mut high_spec = spec("high", 10, 1.0, &[], 0);
+        high_spec.queue = gated.clone();
+        let high = s.add_experiment(high_spec);
+        s.add_target(addr(2), labels(""), Dialect::V3);
+        let now = s.epoch;
+        // No grant yet, but one is expected: the target waits instead of taking `low`.
+        assert!(s.take(addr(2), now).is_none());
+        gated.grant(0, 1, &RangeSet::default());
+        let a = s.take(addr(2), now).expect("the granted variant");
+        assert_eq!(a.exp, high);
+        s.finish(high, addr(2), Outcome::Done, true, now);
+        gated.complete(a.job.index);
+        // The store had nothing more to claim: the lower level may have the target.
+        gated.set_awaiting(false);
+        assert_eq!(s.take(addr(2), now).map(|a| a.exp), Some(low));
+    }
+
+    #[test]
     fn a_paused_experiment_gets_no_attempts_until_resumed() {
         let mut s = Scheduler::new(Arc::new(Greedy));
         let high = s.add_experiment(spec("high", 10, 1.0, &[], 5));
