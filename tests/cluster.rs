@@ -924,6 +924,29 @@ fn start_service(db: &TestDb, data: &Path) -> (Service, String, Lines) {
     (serve, url, log)
 }
 
+/// The `Authorization` header of the service with data in `data`.
+fn bearer(data: &Path) -> String {
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    format!("Bearer {}", token.trim())
+}
+
+/// Submits `n` variants of the test spec to the service; returns the service's id.
+async fn submit(url: &str, auth: &str, n: u64) -> u64 {
+    let submitted: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/experiments"))
+        .header("authorization", auth)
+        .json(&serde_json::json!({"catalog": SPEC, "limit": n}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("submitted")
+        .json()
+        .await
+        .unwrap();
+    submitted["id"].as_u64().unwrap()
+}
+
 /// Polls the service's experiment `sid` until it is done.
 async fn service_done(url: &str, auth: &str, sid: u64, log: &Lines) -> serde_json::Value {
     let http = reqwest::Client::new();
@@ -962,23 +985,10 @@ async fn the_service_shares_its_experiments_through_the_store() {
     let logs = tempfile::tempdir().unwrap();
     let data = logs.path().join("lab");
     let (serve, url, service_log) = start_service(&db, &data);
-    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let auth = bearer(&data);
     let http = reqwest::Client::new();
-    let auth = format!("Bearer {}", token.trim());
     let n = 3_000u64;
-    let submitted: serde_json::Value = http
-        .post(format!("{url}/api/v1/experiments"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"catalog": SPEC, "limit": n}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .expect("submitted")
-        .json()
-        .await
-        .unwrap();
-    let sid = submitted["id"].as_u64().unwrap();
+    let sid = submit(&url, &auth, n).await;
     // A distributor with targets of its own joins the same experiment.
     let sim = Sim::start("127.76.0.2", 8);
     let d = distributor(&db, &sim, n, "30s", logs.path(), "d");
@@ -1042,23 +1052,9 @@ async fn a_killed_service_rejoins_its_store_experiment() {
     let logs = tempfile::tempdir().unwrap();
     let data = logs.path().join("lab");
     let (serve, url, _log) = start_service(&db, &data);
-    let token = std::fs::read_to_string(data.join("token")).unwrap();
-    let auth = format!("Bearer {}", token.trim());
+    let auth = bearer(&data);
     let n = 20_000u64;
-    let http = reqwest::Client::new();
-    let submitted: serde_json::Value = http
-        .post(format!("{url}/api/v1/experiments"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"catalog": SPEC, "limit": n}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .expect("submitted")
-        .json()
-        .await
-        .unwrap();
-    let sid = submitted["id"].as_u64().unwrap();
+    let sid = submit(&url, &auth, n).await;
     let c = db.client().await;
     let end = Instant::now() + Duration::from_secs(120);
     let id = loop {
