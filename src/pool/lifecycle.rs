@@ -765,24 +765,38 @@ async fn start(name: &str, rt: &LaunchRt, counters: &Counters, inst: &mut Instan
 }
 
 /// Read the command's standard output: the first word of a line that is an address is the
-/// instance's; the rest is read and dropped (so the command never blocks on a full pipe).
+/// instance's; the rest is read and dropped (so the command never blocks on a full pipe). Lines
+/// are read in pieces of at most 4 KiB, so output without line breaks takes no more memory;
+/// only the start of a line can hold the address.
 fn read_address(out: std::process::ChildStdout, port: u16, tx: oneshot::Sender<SocketAddr>) {
+    use std::io::Read;
     let mut tx = Some(tx);
-    for line in std::io::BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
-        if tx.is_none() {
-            continue;
+    let mut r = std::io::BufReader::new(out);
+    let mut piece = Vec::with_capacity(4096);
+    let mut line_start = true;
+    loop {
+        piece.clear();
+        match (&mut r).take(4096).read_until(b'\n', &mut piece) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
-        let Some(word) = line.split_whitespace().next() else {
+        let starts = line_start;
+        line_start = piece.last() == Some(&b'\n');
+        let Some(t) = tx.take_if(|_| starts) else {
             continue;
         };
+        let text = String::from_utf8_lossy(&piece);
+        let word = text.split_whitespace().next().unwrap_or("");
         let addr = word.parse::<SocketAddr>().ok().or_else(|| {
             word.parse::<IpAddr>()
                 .ok()
                 .map(|ip| SocketAddr::new(ip, port))
         });
-        if let (Some(a), Some(t)) = (addr, tx.take()) {
-            let _ = t.send(a);
+        match addr {
+            Some(a) => {
+                let _ = t.send(a);
+            }
+            None => tx = Some(t),
         }
     }
 }
@@ -945,6 +959,34 @@ async fn step(name: &str, rt: &LaunchRt, view: &PoolView, instances: &mut Vec<In
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn address_printed_by(script: &str) -> Option<SocketAddr> {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        read_address(child.stdout.take().unwrap(), 3001, tx);
+        child.wait().unwrap();
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn the_address_is_the_first_word_of_a_line_and_long_output_is_dropped() {
+        assert_eq!(
+            address_printed_by("echo booting; echo '127.0.0.5 up'"),
+            Some("127.0.0.5:3001".parse().unwrap())
+        );
+        // 1 MB without a line break, an address inside it, then the address on a line.
+        assert_eq!(
+            address_printed_by(
+                "head -c 1000000 /dev/zero | tr '\\0' x; printf ' 127.0.0.7:9 \\n127.0.0.8:4000\\n'"
+            ),
+            Some("127.0.0.8:4000".parse().unwrap())
+        );
+        assert_eq!(address_printed_by("echo no address here"), None);
+    }
     use crate::protocol::TaskCount;
     use taskdist_handlers::{TargetEvent, TimedEvent};
 
