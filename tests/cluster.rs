@@ -1091,3 +1091,86 @@ async fn a_killed_service_rejoins_its_store_experiment() {
         "the restarted service took the killed one's chunks back"
     );
 }
+
+/// Pausing a shared experiment in the service hands its chunks back: a distributor elsewhere
+/// completes the experiment meanwhile, and the resumed service then ends it as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_service_experiment_leaves_its_work_to_the_others() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("serve_pause").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let data = logs.path().join("lab");
+    let (_serve, url, log) = start_service(&db, &data);
+    let auth = bearer(&data);
+    let n = 20_000u64;
+    let sid = submit(&url, &auth, n).await;
+    let http = reqwest::Client::new();
+    let c = db.client().await;
+    let end = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        if let Some(r) = c
+            .query_opt("SELECT id FROM taskdist.experiments", &[])
+            .await
+            .unwrap()
+        {
+            let id: String = r.get(0);
+            if count(&db, &id).await >= 200 {
+                break id;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no progress of the service in the store"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    http.post(format!("{url}/api/v1/experiments/{sid}/pause"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("paused");
+    let at_pause = count(&db, &id).await;
+    assert!(at_pause < n as i64, "the run ended before the pause");
+    // The service's chunks come back without waiting for the lease (30 s here for the
+    // distributor; the service's own is 3 s, so wait for the hand-back message itself).
+    let end = Instant::now() + Duration::from_secs(30);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("chunks handed back"))
+    {
+        assert!(Instant::now() < end, "the paused service kept its chunks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM taskdist.chunks WHERE NOT finished AND lease_until > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        held, 0,
+        "no chunk is leased while the only distributor is paused"
+    );
+    let sim = Sim::start("127.75.0.2", 8);
+    let d = distributor(&db, &sim, n, "30s", logs.path(), "d");
+    wait_ok(d, logs.path(), "d", Duration::from_secs(300));
+    assert_eq!(experiment_id(logs.path(), "d"), id);
+    assert_exactly_once(&db, &id, n as i64).await;
+    http.post(format!("{url}/api/v1/experiments/{sid}/resume"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("resumed");
+    let view = service_done(&url, &auth, sid, &log).await;
+    assert_eq!(view["store_experiment"], id.as_str());
+}

@@ -84,6 +84,9 @@ const MAX_CHUNK: i64 = 1_000_000;
 /// queue does not run dry while a claim or a batch of writes is under way (a dry queue
 /// would let a lower-priority experiment take the targets).
 const PREFETCH_SECONDS: f64 = 2.0;
+/// A paused experiment hands its chunks back this long after its last running attempt ended
+/// (its results are written by then: the recorder flushes every 200 ms).
+const PAUSE_HAND_BACK: Duration = Duration::from_secs(1);
 /// At most this many chunks held at once (their results may still be waiting to be written).
 const MAX_HELD: usize = 16;
 
@@ -570,8 +573,9 @@ impl Joined {
         queue: Arc<WorkQueue>,
         stopping: CancellationToken,
         stop: CancellationToken,
+        paused: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<(), DistributorError> {
-        feed(self.state.clone(), queue, stopping, stop).await
+        feed(self.state.clone(), queue, stopping, stop, paused).await
     }
 }
 
@@ -617,6 +621,16 @@ impl ExpState {
         };
         if lost {
             tracing::warn!(experiment = %self.id, first, end = h.end, "lease of a chunk lost: its variants are left to the distributor that takes it over");
+            if let Some(q) = self.queue.get() {
+                q.revoke(first, h.end);
+            }
+        }
+    }
+
+    /// Give a held chunk back (a paused experiment): its variants not done yet are left to
+    /// whoever claims it next.
+    fn hand_back(&self, first: u64) {
+        if let Some(h) = self.held().remove(&first) {
             if let Some(q) = self.queue.get() {
                 q.revoke(first, h.end);
             }
@@ -838,8 +852,11 @@ async fn feed(
     queue: Arc<WorkQueue>,
     stopping: CancellationToken,
     stop: CancellationToken,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), DistributorError> {
     let _ = state.queue.set(queue.clone());
+    // While paused: since when no attempt of this experiment has been running.
+    let mut paused_idle_since: Option<Instant> = None;
     let store = state.store.clone();
     let lease = store.lease;
     let lease_s = lease.as_secs_f64();
@@ -911,6 +928,37 @@ async fn feed(
                 }
                 last_renew = sent;
             }
+            if paused.load(Ordering::Relaxed) && !finished {
+                // Paused: claim nothing, and once the attempts running at the pause have
+                // ended (and their results had a flush to be written), hand the chunks back
+                // so the other distributors need not wait for the resume.
+                queue.set_awaiting(false);
+                if queue.in_flight() > 0 {
+                    paused_idle_since = None;
+                    return Ok(());
+                }
+                let since = *paused_idle_since.get_or_insert_with(Instant::now);
+                let held: Vec<(u64, i64)> =
+                    state.held().iter().map(|(f, h)| (*f, h.token)).collect();
+                if held.is_empty() || since.elapsed() < PAUSE_HAND_BACK {
+                    return Ok(());
+                }
+                let tokens: Vec<i64> = held.iter().map(|h| h.1).collect();
+                client
+                    .execute(
+                        "UPDATE taskdist.chunks SET lease_until = now() - interval '1 second' \
+                         WHERE experiment = $1 AND owner = $2 AND token = ANY($3) AND NOT finished",
+                        &[&state.id, &store.owner, &tokens],
+                    )
+                    .await?;
+                store.trip(1);
+                for (f, _) in &held {
+                    state.hand_back(*f);
+                }
+                tracing::info!(experiment = %state.id, chunks = held.len(), "paused: chunks handed back to the store");
+                return Ok(());
+            }
+            paused_idle_since = None;
             if finished || stopping.is_cancelled() || Instant::now() < next_claim {
                 return Ok(());
             }

@@ -397,7 +397,7 @@ impl WorkQueue {
     }
 
     /// Jobs handed out and not yet completed or requeued.
-    #[cfg(test)]
+    #[cfg_attr(not(any(test, feature = "postgres")), allow(dead_code))]
     pub fn in_flight(&self) -> u64 {
         self.lock().in_flight
     }

@@ -341,11 +341,13 @@ impl Pool {
         let mut feeder: Option<engine::Feeder> = None;
         #[allow(unused_mut)]
         let mut queue = None;
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(exp.paused));
         #[cfg(feature = "postgres")]
         if let Some(j) = exp.cluster.clone() {
             queue = Some(Arc::new(WorkQueue::gated(self.shared.changed.clone())));
+            let paused = paused.clone();
             feeder = Some(Box::new(move |q, stopping, stop| {
-                Box::pin(async move { j.feed(q, stopping, stop).await })
+                Box::pin(async move { j.feed(q, stopping, stop, paused).await })
             }));
         }
         let queue = queue.unwrap_or_else(|| {
@@ -360,7 +362,6 @@ impl Pool {
         let binaries_id = binaries_id(&exp.binaries);
         let cancel = self.shared.cancel.child_token();
         let id = self.shared.sched().reserve_id();
-        let paused = Arc::new(std::sync::atomic::AtomicBool::new(exp.paused));
         let spec = ExpSpec {
             priority: exp.priority,
             weight: exp.weight,
