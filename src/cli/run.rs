@@ -415,6 +415,22 @@ pub(super) struct ExpPlan {
     dir: PathBuf,
 }
 
+impl ExpPlan {
+    /// The experiment to submit to the pool, with the run's options.
+    pub(super) fn experiment(&self, args: &RunArgs, binaries: &Binaries) -> Experiment {
+        Experiment::new(self.workload.clone())
+            .name(self.name.clone())
+            .priority(self.priority)
+            .weight(self.weight)
+            .requires(self.requires.clone())
+            .selection(self.selection)
+            .attempts(args.attempts)
+            .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
+            .binaries(binaries.clone())
+            .command(std::env::args().collect())
+    }
+}
+
 /// Everything `taskdist run` needs, checked before the result directory is touched.
 pub(super) struct Plan {
     pub(super) experiments: Vec<ExpPlan>,
@@ -826,17 +842,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let pool = Pool::start(pool_cfg)?;
         let mut handles = Vec::new();
         for o in &mut opened {
-            let e = &o.plan;
-            let exp = Experiment::new(e.workload.clone())
-                .name(e.name.clone())
-                .priority(e.priority)
-                .weight(e.weight)
-                .requires(e.requires.clone())
-                .selection(e.selection)
-                .attempts(args.attempts)
-                .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
-                .binaries(plan.binaries.clone())
-                .command(std::env::args().collect())
+            let exp = o
+                .plan
+                .experiment(&args, &plan.binaries)
                 .result_dir(&mut o.dir, &plan.kinds)?;
             handles.push(pool.submit(exp)?);
         }

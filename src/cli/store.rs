@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use taskdist::cluster::{ExperimentId, JoinOptions, PgStore, StoreError};
 use taskdist::distributor::{DistributorError, Metrics, ProbeKind};
-use taskdist::pool::{Experiment, Pool, PoolConfig, TargetGroup};
+use taskdist::pool::{Pool, PoolConfig, TargetGroup};
 use taskdist::protocol::SessionConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -120,16 +120,10 @@ pub(super) async fn run(
     let pool = Pool::start(pool_cfg)?;
     let mut handles = Vec::new();
     for (e, j) in plan.experiments.iter().zip(&joined) {
-        let exp = Experiment::new(e.workload.clone())
-            .name(e.name.clone())
+        // The store's priority (its creator's) rules across the cluster.
+        let exp = e
+            .experiment(args, &plan.binaries)
             .priority(j.priority())
-            .weight(e.weight)
-            .requires(e.requires.clone())
-            .selection(e.selection)
-            .attempts(args.attempts)
-            .give_up_after((!args.give_up_after.is_zero()).then_some(args.give_up_after))
-            .binaries(plan.binaries.clone())
-            .command(std::env::args().collect())
             .store(j.clone());
         handles.push(pool.submit(exp)?);
     }
