@@ -680,13 +680,21 @@ impl Lab {
             Err(e) => Err(e),
         };
         match exported {
-            Ok(s) => tracing::info!(
-                id,
-                experiment = store_id,
-                done = s.done,
-                bad = s.bad,
-                "results exported from the store"
-            ),
+            Ok(s) => {
+                tracing::info!(
+                    id,
+                    experiment = store_id,
+                    done = s.done,
+                    bad = s.bad,
+                    "results exported from the store"
+                );
+                // From now on the experiment's counts are the whole experiment's.
+                if let Some(e) = self.exps().get_mut(&id) {
+                    let here = e.metrics.as_ref().map(|m| m.snapshot());
+                    let (d, b) = here.map_or((0, 0), |m| (m.done, m.bad));
+                    e.base = (s.done.saturating_sub(d), s.bad.saturating_sub(b));
+                }
+            }
             Err(e) => {
                 tracing::warn!(id, experiment = store_id, error = %e, "results not exported from the store; `taskdist export` writes them")
             }

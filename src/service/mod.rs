@@ -327,7 +327,7 @@ pub struct ExperimentView {
     pub targets: Vec<ExperimentTarget>,
     /// With a shared store (`taskdist serve --store`): the store's experiment id, which
     /// other distributors join and `taskdist export` reads. `done` and `bad` then count
-    /// this service's outcomes; the store has the whole experiment's.
+    /// this service's outcomes while it runs, and the whole experiment's once it is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_experiment: Option<String>,
 }
