@@ -758,6 +758,78 @@ async fn builder_distributors_share_one_experiment() {
     }
 }
 
+/// `run --store` with launched simulated targets and a health check: every variant exactly
+/// once in the store, the launched targets' and health checks' summary on stderr, the checks
+/// in `--out`'s health log, and no launched process left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_run_launches_and_checks_its_targets() {
+    let _shared = SERVER.read().await;
+    let Some(db) = TestDb::create("launch").await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let n = 400;
+    let launch = format!(
+        "{} sim -n 1 --first {{ip}} --port {{port}}",
+        env!("CARGO_BIN_EXE_taskdist")
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_taskdist"))
+        .args(["run", SPEC, "--limit"])
+        .arg(n.to_string())
+        .args(["--store", &db.url, "--launch", &launch])
+        .args(["--min", "1", "--max", "2", "--launch-ip", "127.72.0.10"])
+        .args(["--port", "3311", "--health-check", "hey", "--out"])
+        .arg(out.path())
+        .stdout(std::fs::File::create(logs.path().join("l.out")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("l.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_ok(child, logs.path(), "l", Duration::from_secs(300));
+    let id = experiment_id(logs.path(), "l");
+    assert_exactly_once(&db, &id, n as i64).await;
+
+    let err = std::fs::read_to_string(logs.path().join("l.err")).unwrap();
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("launched targets: "))
+        .unwrap_or_else(|| panic!("no summary of the launched targets:\n{err}"));
+    assert!(
+        summary.contains("health checks: ") && !summary.contains(" 0 passed"),
+        "{summary}"
+    );
+    let health = std::fs::read_to_string(out.path().join("health").join("checks.jsonl")).unwrap();
+    let checks: Vec<serde_json::Value> = health
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!checks.is_empty(), "no health check logged");
+    for c in &checks {
+        assert_eq!(c["passed"], true, "{c}");
+        assert!(
+            c["target"].as_str().unwrap().starts_with("127.72.0.1"),
+            "{c}"
+        );
+    }
+    assert!(
+        !out.path().join("variants.csv").exists(),
+        "results go to the store, not --out"
+    );
+
+    // Every launched instance was a child of the run and is gone with it.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--first 127.72.0.1"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "launched targets outlived the run: {left:?}"
+    );
+}
+
 /// Writes an experiments file with `urgent` and `background` (1,500 variants each) at the
 /// given priorities.
 fn experiments_file(dir: &Path, file: &str, urgent: i64, background: i64) -> String {

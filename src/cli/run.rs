@@ -16,8 +16,8 @@ use taskdist::distributor::{
     DistributorError, Metrics, MetricsSnapshot, ProbeKind, Selection, Workload, DEFAULT_PORT,
 };
 use taskdist::pool::{
-    strategy, AddressSource, Experiment, HealthCheck, Labels, LaunchSpec, LifecycleStats, Pool,
-    PoolConfig, PoolFile, Selector, SimGroup, StopSignal, TargetGroup,
+    strategy, AddressSource, Experiment, ExperimentHandle, HealthCheck, Labels, LaunchSpec,
+    LifecycleStats, Pool, PoolConfig, PoolFile, Selector, SimGroup, StopSignal, TargetGroup,
 };
 use taskdist::sim::{SimCluster, SimConfig, Speed};
 use taskdist::{HandlerKind as LibHandlerKind, ResultDir, ResumeOptions};
@@ -871,26 +871,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // Progress display, and a graceful stop on Ctrl-C or SIGTERM.
-    let metrics: Vec<Arc<Metrics>> = handles.iter().map(|h| h.metrics_handle()).collect();
-    let verbose = tracing::enabled!(tracing::Level::INFO);
-    let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
-    let progress_stop = CancellationToken::new();
-    let progress = tokio::spawn(show_progress(
-        metrics.clone(),
-        bar.clone(),
-        verbose,
-        progress_stop.clone(),
-    ));
-    let stops: Vec<CancellationToken> = handles.iter().map(|h| h.stop_token()).collect();
-    let signals = tokio::spawn(stop_on_signals(stops, bar.clone()));
+    let watch = Watch::start(&handles);
     let mut results = Vec::new();
     for h in handles {
         results.push(h.close().await);
     }
-    progress_stop.cancel();
-    let _ = progress.await;
-    signals.abort();
+    let (metrics, verbose) = watch.finish().await;
     let snapshot = pool.snapshot();
     let life = pool.shutdown().await;
     for c in clusters {
@@ -996,7 +982,7 @@ pub(crate) async fn start_sim_groups(
 }
 
 /// One line on the launched targets and health checks of the run.
-fn lifecycle_line(l: &LifecycleStats, launched: bool, checked: bool) -> String {
+pub(super) fn lifecycle_line(l: &LifecycleStats, launched: bool, checked: bool) -> String {
     let mut parts = Vec::new();
     if launched {
         parts.push(format!(
@@ -1086,9 +1072,52 @@ fn shell_word(s: &str) -> String {
     }
 }
 
+/// The progress display and the graceful stop on Ctrl-C or SIGTERM while experiments run.
+pub(super) struct Watch {
+    metrics: Vec<Arc<Metrics>>,
+    verbose: bool,
+    stop: CancellationToken,
+    progress: tokio::task::JoinHandle<()>,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Show the progress of these experiments and stop them on the first signal.
+    pub(super) fn start(handles: &[ExperimentHandle]) -> Watch {
+        let metrics: Vec<Arc<Metrics>> = handles.iter().map(|h| h.metrics_handle()).collect();
+        let verbose = tracing::enabled!(tracing::Level::INFO);
+        let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
+        let stop = CancellationToken::new();
+        let progress = tokio::spawn(show_progress(
+            metrics.clone(),
+            bar.clone(),
+            verbose,
+            stop.clone(),
+        ));
+        let stops = handles.iter().map(|h| h.stop_token()).collect();
+        let signals = tokio::spawn(stop_on_signals(stops, bar));
+        Watch {
+            metrics,
+            verbose,
+            stop,
+            progress,
+            signals,
+        }
+    }
+
+    /// Once the experiments have closed: the display ends. Returns their metrics and whether
+    /// the end-of-run report is wanted.
+    pub(super) async fn finish(self) -> (Vec<Arc<Metrics>>, bool) {
+        self.stop.cancel();
+        let _ = self.progress.await;
+        self.signals.abort();
+        (self.metrics, self.verbose)
+    }
+}
+
 /// First Ctrl-C or SIGTERM: stop gracefully (in-flight variants are requeued and stay out of
 /// the ledger). Second: abort at once; the ledger still allows a correct resume.
-pub(super) async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>) {
+async fn stop_on_signals(stops: Vec<CancellationToken>, bar: Option<ProgressBar>) {
     let say = |msg: &str| match &bar {
         Some(b) => b.suspend(|| eprintln!("{msg}")),
         None => eprintln!("{msg}"),
@@ -1149,7 +1178,7 @@ fn progress_line(snaps: &[MetricsSnapshot]) -> (u64, Option<u64>, String) {
     (pos, planned, msg)
 }
 
-pub(super) async fn show_progress(
+async fn show_progress(
     metrics: Vec<Arc<Metrics>>,
     bar: Option<ProgressBar>,
     verbose: bool,

@@ -1,21 +1,16 @@
 //! `taskdist run --store URL` (a shared experiment in PostgreSQL) and `taskdist export`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use taskdist::cluster::{ExperimentId, JoinOptions, PgStore, StoreError};
-use taskdist::distributor::{DistributorError, Metrics, ProbeKind};
+use taskdist::distributor::{DistributorError, ProbeKind};
 use taskdist::pool::{Pool, PoolConfig, TargetGroup};
 use taskdist::protocol::SessionConfig;
-use tokio_util::sync::CancellationToken;
 
-use super::run::{
-    new_bar, show_progress, start_sim_groups, stop_on_signals, usage, HandlerKind, Plan, RunArgs,
-};
+use super::run::{lifecycle_line, start_sim_groups, usage, HandlerKind, Plan, RunArgs, Watch};
 use super::{EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
 
 /// Connect, with the URL's problems reported as usage errors.
@@ -106,15 +101,22 @@ pub(super) async fn run(
     let (c, g) = start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await?;
     clusters = c;
     groups.extend(g);
+    let launched = groups.iter().any(|g| g.launch.is_some());
+    let launched_only = groups.iter().all(|g| g.launch.is_some());
+    let checked = groups.iter().any(|g| g.health.is_some());
     let mut pool_cfg = PoolConfig::default();
     pool_cfg.groups = groups;
     pool_cfg.session = session;
     pool_cfg.strategy = plan.strategy.clone();
     pool_cfg.recovery_cmd = args.recovery_cmd.clone();
     pool_cfg.target_leases = Some(store.target_leases());
+    if checked {
+        // The results go to the store; the health checks of this machine's targets go to --out.
+        pool_cfg.health_log = Some(args.out.join("health").join("checks.jsonl"));
+    }
     pool_cfg.probe = match args.probe {
         Some(p) => p,
-        None if !clusters.is_empty() => ProbeKind::Tcp,
+        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
         None => ProbeKind::default(),
     };
     let pool = Pool::start(pool_cfg)?;
@@ -128,27 +130,15 @@ pub(super) async fn run(
         handles.push(pool.submit(exp)?);
     }
 
-    let metrics: Vec<Arc<Metrics>> = handles.iter().map(|h| h.metrics_handle()).collect();
-    let verbose = tracing::enabled!(tracing::Level::INFO);
-    let bar = (verbose && std::io::stderr().is_terminal()).then(new_bar);
-    let progress_stop = CancellationToken::new();
-    let progress = tokio::spawn(show_progress(
-        metrics.clone(),
-        bar.clone(),
-        verbose,
-        progress_stop.clone(),
-    ));
-    let signals = tokio::spawn(stop_on_signals(
-        handles.iter().map(|h| h.stop_token()).collect(),
-        bar.clone(),
-    ));
+    let watch = Watch::start(&handles);
     let results = futures::future::join_all(handles.into_iter().map(|h| h.close())).await;
-    progress_stop.cancel();
-    let _ = progress.await;
-    signals.abort();
-    pool.shutdown().await;
+    let (metrics, verbose) = watch.finish().await;
+    let life = pool.shutdown().await;
     for c in clusters {
         c.shutdown().await;
+    }
+    if verbose && (launched || checked) {
+        eprintln!("{}", lifecycle_line(&life, launched, checked));
     }
     let mut code = EXIT_OK;
     for (((result, j), m), e) in results
