@@ -820,24 +820,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(e);
     }
-    let launched = args.lifecycle.launch.is_some() || groups.iter().any(|g| g.launch.is_some());
-    let launched_only = groups.iter().all(|g| g.launch.is_some());
-    let checked = groups.iter().any(|g| g.health.is_some());
-    let mut pool_cfg = PoolConfig::default();
-    pool_cfg.groups = groups;
-    pool_cfg.session = session;
-    pool_cfg.strategy = plan.strategy;
-    pool_cfg.recovery_cmd = args.recovery_cmd.clone();
-    if checked {
-        // Kept apart from the experiments' results.
-        let base = args.resume.clone().unwrap_or_else(|| args.out.clone());
-        pool_cfg.health_log = Some(base.join("health").join("checks.jsonl"));
-    }
-    pool_cfg.probe = match args.probe {
-        Some(p) => p,
-        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
-        None => ProbeKind::default(),
-    };
+    // Kept apart from the experiments' results.
+    let health_dir = args.resume.clone().unwrap_or_else(|| args.out.clone());
+    let (pool_cfg, lifecycle) = pool_config(
+        &args,
+        groups,
+        !clusters.is_empty(),
+        session,
+        plan.strategy,
+        &health_dir,
+    );
     let started = async {
         let pool = Pool::start(pool_cfg)?;
         let mut handles = Vec::new();
@@ -882,8 +874,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for c in clusters {
         c.shutdown().await;
     }
-    if verbose && (launched || checked) {
-        eprintln!("{}", lifecycle_line(&life, launched, checked));
+    if let Some(line) = lifecycle.line(&life).filter(|_| verbose) {
+        eprintln!("{line}");
     }
 
     let mut gave_up = None;
@@ -981,22 +973,62 @@ pub(crate) async fn start_sim_groups(
     Ok((clusters, groups))
 }
 
-/// One line on the launched targets and health checks of the run.
-pub(super) fn lifecycle_line(l: &LifecycleStats, launched: bool, checked: bool) -> String {
-    let mut parts = Vec::new();
-    if launched {
-        parts.push(format!(
-            "launched targets: {} started, at most {} at once, {} stopped when idle, {} restarted, {} failed, {} stopped in all, {} still running",
-            l.launched, l.peak, l.idle_stopped, l.restarted, l.failed, l.stopped, l.running
-        ));
+/// The pool of a `taskdist run` (local or `--store`) over its target groups: launched-only
+/// pools and simulated targets are probed over TCP unless `--probe` says otherwise, and health
+/// checks are logged to `HEALTH_DIR/health/checks.jsonl`.
+pub(super) fn pool_config(
+    args: &RunArgs,
+    groups: Vec<TargetGroup>,
+    simulated: bool,
+    session: SessionConfig,
+    strategy: Arc<dyn strategy::Strategy>,
+    health_dir: &Path,
+) -> (PoolConfig, LifecycleReport) {
+    let report = LifecycleReport {
+        launched: groups.iter().any(|g| g.launch.is_some()),
+        checked: groups.iter().any(|g| g.health.is_some()),
+    };
+    let launched_only = groups.iter().all(|g| g.launch.is_some());
+    let mut cfg = PoolConfig::default();
+    cfg.groups = groups;
+    cfg.session = session;
+    cfg.strategy = strategy;
+    cfg.recovery_cmd = args.recovery_cmd.clone();
+    if report.checked {
+        cfg.health_log = Some(health_dir.join("health").join("checks.jsonl"));
     }
-    if checked {
-        parts.push(format!(
-            "health checks: {} passed, {} failed",
-            l.health_passed, l.health_failed
-        ));
+    cfg.probe = match args.probe {
+        Some(p) => p,
+        None if simulated || launched_only => ProbeKind::Tcp,
+        None => ProbeKind::default(),
+    };
+    (cfg, report)
+}
+
+/// Whether a run's pool has launched targets or health checks to report at the end.
+pub(super) struct LifecycleReport {
+    launched: bool,
+    checked: bool,
+}
+
+impl LifecycleReport {
+    /// One line on the launched targets and health checks of the run, if it had any.
+    pub(super) fn line(&self, l: &LifecycleStats) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.launched {
+            parts.push(format!(
+                "launched targets: {} started, at most {} at once, {} stopped when idle, {} restarted, {} failed, {} stopped in all, {} still running",
+                l.launched, l.peak, l.idle_stopped, l.restarted, l.failed, l.stopped, l.running
+            ));
+        }
+        if self.checked {
+            parts.push(format!(
+                "health checks: {} passed, {} failed",
+                l.health_passed, l.health_failed
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
-    parts.join("; ")
 }
 
 /// The end-of-run report of one experiment.

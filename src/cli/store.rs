@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use taskdist::cluster::{ExperimentId, JoinOptions, PgStore, StoreError};
-use taskdist::distributor::{DistributorError, ProbeKind};
-use taskdist::pool::{Pool, PoolConfig, TargetGroup};
+use taskdist::distributor::DistributorError;
+use taskdist::pool::{Pool, TargetGroup};
 use taskdist::protocol::SessionConfig;
 
-use super::run::{lifecycle_line, start_sim_groups, usage, HandlerKind, Plan, RunArgs, Watch};
+use super::run::{pool_config, start_sim_groups, usage, HandlerKind, Plan, RunArgs, Watch};
 use super::{EXIT_BAD, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK};
 
 /// Connect, with the URL's problems reported as usage errors.
@@ -101,24 +101,16 @@ pub(super) async fn run(
     let (c, g) = start_sim_groups(&plan.sim_groups, args.dialect, args.sim_speed).await?;
     clusters = c;
     groups.extend(g);
-    let launched = groups.iter().any(|g| g.launch.is_some());
-    let launched_only = groups.iter().all(|g| g.launch.is_some());
-    let checked = groups.iter().any(|g| g.health.is_some());
-    let mut pool_cfg = PoolConfig::default();
-    pool_cfg.groups = groups;
-    pool_cfg.session = session;
-    pool_cfg.strategy = plan.strategy.clone();
-    pool_cfg.recovery_cmd = args.recovery_cmd.clone();
+    // The results go to the store; the health checks of this machine's targets go to --out.
+    let (mut pool_cfg, lifecycle) = pool_config(
+        args,
+        groups,
+        !clusters.is_empty(),
+        session,
+        plan.strategy.clone(),
+        &args.out,
+    );
     pool_cfg.target_leases = Some(store.target_leases());
-    if checked {
-        // The results go to the store; the health checks of this machine's targets go to --out.
-        pool_cfg.health_log = Some(args.out.join("health").join("checks.jsonl"));
-    }
-    pool_cfg.probe = match args.probe {
-        Some(p) => p,
-        None if !clusters.is_empty() || launched_only => ProbeKind::Tcp,
-        None => ProbeKind::default(),
-    };
     let pool = Pool::start(pool_cfg)?;
     let mut handles = Vec::new();
     for (e, j) in plan.experiments.iter().zip(&joined) {
@@ -137,8 +129,8 @@ pub(super) async fn run(
     for c in clusters {
         c.shutdown().await;
     }
-    if verbose && (launched || checked) {
-        eprintln!("{}", lifecycle_line(&life, launched, checked));
+    if let Some(line) = lifecycle.line(&life).filter(|_| verbose) {
+        eprintln!("{line}");
     }
     let mut code = EXIT_OK;
     for (((result, j), m), e) in results
